@@ -1,0 +1,473 @@
+"""The decoder-only transformer (Llama / SmolLM2, Qwen2/2.5, Qwen3) as one Flax NNX module.
+
+The maths is a pure function, `forward(params, config, tokens, ...)`, over a plain dict of arrays;
+`Transformer` is the NNX module that holds those arrays as `nnx.Param`s annotated with logical axis
+names, so that `nnx.split(model)` gives a (graphdef, state) pair for jitted code and `parallel/` can
+map the axes onto a mesh. Layers are stacked along a leading `layers` axis and run with `lax.scan`:
+one compilation of one layer, whatever the depth.
+
+Shape letters: B batch, T new tokens, S key slots (T without a cache, the cache length with one),
+D hidden, N query heads, K kv heads, G = N // K, H head dim, F MLP width, V vocab, L layers.
+"""
+
+import functools
+from typing import Any, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jaxtyping import Array, Bool, Float, Int
+
+from jaxrl_llm.models import rope
+from jaxrl_llm.models.config import ModelConfig
+
+PyTree = Any
+
+# Logical axis names of every parameter: the one table `parallel/` maps onto mesh axes.
+LOGICAL_AXES: dict[str, tuple[str, ...]] = {
+    "embed": ("vocab", "embed"),
+    "final_norm": ("embed",),
+    "lm_head": ("embed", "vocab"),
+    "layers/attn_norm": ("layers", "embed"),
+    "layers/wq": ("layers", "embed", "heads", "head_dim"),
+    "layers/wk": ("layers", "embed", "kv_heads", "head_dim"),
+    "layers/wv": ("layers", "embed", "kv_heads", "head_dim"),
+    "layers/bq": ("layers", "heads", "head_dim"),
+    "layers/bk": ("layers", "kv_heads", "head_dim"),
+    "layers/bv": ("layers", "kv_heads", "head_dim"),
+    "layers/wo": ("layers", "heads", "head_dim", "embed"),
+    "layers/bo": ("layers", "embed"),
+    "layers/q_norm": ("layers", "head_dim"),
+    "layers/k_norm": ("layers", "head_dim"),
+    "layers/mlp_norm": ("layers", "embed"),
+    "layers/w_gate": ("layers", "embed", "mlp"),
+    "layers/w_up": ("layers", "embed", "mlp"),
+    "layers/w_down": ("layers", "mlp", "embed"),
+    "layers/b_gate": ("layers", "mlp"),
+    "layers/b_up": ("layers", "mlp"),
+    "layers/b_down": ("layers", "embed"),
+}
+
+
+def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+  """Flat `path -> shape` of every parameter this config has (optional ones only when enabled)."""
+  c = config
+  L, D, N, K, H, F, V = (c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
+                         c.intermediate_size, c.vocab_size)
+  shapes = {
+      "embed": (V, D), "final_norm": (D,),
+      "layers/attn_norm": (L, D), "layers/wq": (L, D, N, H), "layers/wk": (L, D, K, H),
+      "layers/wv": (L, D, K, H), "layers/wo": (L, N, H, D), "layers/mlp_norm": (L, D),
+      "layers/w_gate": (L, D, F), "layers/w_up": (L, D, F), "layers/w_down": (L, F, D),
+  }
+  if not c.tie_word_embeddings:
+    shapes["lm_head"] = (D, V)
+  if c.qkv_bias:
+    shapes.update({"layers/bq": (L, N, H), "layers/bk": (L, K, H), "layers/bv": (L, K, H)})
+  if c.o_bias:
+    shapes["layers/bo"] = (L, D)
+  if c.qk_norm:
+    shapes.update({"layers/q_norm": (L, H), "layers/k_norm": (L, H)})
+  if c.mlp_bias:
+    shapes.update({"layers/b_gate": (L, F), "layers/b_up": (L, F), "layers/b_down": (L, D)})
+  return shapes
+
+
+def init_params(config: ModelConfig, key: jax.Array, dtype=jnp.float32, std: float = 0.02
+                ) -> dict[str, Any]:
+  """Random parameters (normal(0, std) matrices, unit norms, zero biases) as a nested dict."""
+  flat = {}
+  shapes = param_shapes(config)
+  keys = jax.random.split(key, len(shapes))
+  for k, (path, shape) in zip(keys, sorted(shapes.items())):
+    name = path.split("/")[-1]
+    if name.endswith("norm"):
+      flat[path] = jnp.ones(shape, dtype)
+    elif name.startswith("b"):
+      flat[path] = jnp.zeros(shape, dtype)
+    else:
+      flat[path] = (std * jax.random.normal(k, shape, jnp.float32)).astype(dtype)
+  return unflatten(flat)
+
+
+def flatten(params: PyTree) -> dict[str, Any]:
+  """{'layers': {'wq': x}} -> {'layers/wq': x}."""
+  out = {}
+  for name, value in params.items():
+    if isinstance(value, dict):
+      out.update({f"{name}/{k}": v for k, v in flatten(value).items()})
+    else:
+      out[name] = value
+  return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+  out: dict[str, Any] = {}
+  for path, value in flat.items():
+    node = out
+    *parents, leaf = path.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return out
+
+
+# ----------------------------------------------------------------------------------- KV cache
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Preallocated key/value cache shared by all layers.
+
+  Rows of a batch advance together: slot `index` is the next one written for every row. Left
+  padding is handled by `valid`, which marks slots holding real tokens (pads never are). The
+  layout is [L, B, K, S, H] so that a layer's keys feed the attention matmul without a transpose.
+  """
+  k: Float[Array, "L B K S H"]
+  v: Float[Array, "L B K S H"]
+  valid: Bool[Array, "B S"]
+  index: Int[Array, ""]
+
+  @classmethod
+  def create(cls, config: ModelConfig, batch_size: int, max_len: int, dtype=jnp.float32
+             ) -> "KVCache":
+    shape = (config.num_layers, batch_size, config.num_kv_heads, max_len, config.head_dim)
+    return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+               valid=jnp.zeros((batch_size, max_len), bool), index=jnp.zeros((), jnp.int32))
+
+  @property
+  def max_len(self) -> int:
+    return self.k.shape[3]
+
+
+class ModelOutput(NamedTuple):
+  logits: Float[Array, "B T V"] | None   # float32; None when return_logits=False
+  hidden: Float[Array, "B T D"] | None   # final hidden states (after the last norm), on request
+  cache: KVCache | None                  # the updated cache, when one was given
+
+
+# ----------------------------------------------------------------------------------- the maths
+
+
+def rms_norm(x: Float[Array, "... D"], weight: Float[Array, "D"], eps: float) -> Float[Array, "... D"]:
+  """weight · x / sqrt(mean(x²) + eps), normalised in float32 (as HF does), cast back to x's dtype."""
+  xf = x.astype(jnp.float32)
+  xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+  return _lead(weight, x.ndim) * xf.astype(x.dtype)
+
+
+def _lead(w: Array, ndim: int) -> Array:
+  """Adds leading unit axes so `w` broadcasts against an ndim-rank array (rank promotion is explicit)."""
+  return w.reshape((1,) * (ndim - w.ndim) + w.shape)
+
+
+FUSE_MIN_ROWS = 256   # B·T from which q/k/v (and gate/up) run as one concatenated matmul
+ATTENTION_BLOCK = 64  # query block of the causal (cache-free) path: skips fully masked key blocks
+
+
+def _attention_core(q_bkgth, k_bksh, v_bksh, allowed):
+  """softmax(q·kᵀ/√H + mask)·v with the G query heads of a kv head folded into the matmul rows."""
+  b, kv, g, t, h = q_bkgth.shape
+  s = k_bksh.shape[2]
+  scores = jnp.einsum("bkmh,bksh->bkms", q_bkgth.reshape(b, kv, g * t, h), k_bksh,
+                      preferred_element_type=jnp.float32)
+  scores = scores.reshape(b, kv, g, t, s) * jnp.float32(1.0 / np.sqrt(h))
+  scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v_bksh.dtype).reshape(b, kv, g * t, s)
+  return jnp.einsum("bkms,bksh->bkmh", probs, v_bksh).reshape(b, kv, g, t, h)
+
+
+def _attention(q: Float[Array, "B T N H"], k_bksh: Float[Array, "B K T H"],
+               v_bksh: Float[Array, "B K T H"], k_valid: Bool[Array, "B T"]) -> Float[Array, "B T N H"]:
+  """Causal grouped-query attention of T tokens over themselves (no cache); k_valid masks pads.
+
+  Queries are processed in blocks of ATTENTION_BLOCK that skip the key blocks lying wholly in
+  their future, which removes close to half of the work for long sequences. Fully masked rows
+  (left-padding queries) get a uniform distribution instead of NaN; their outputs are never used.
+  """
+  b, t, n, h = q.shape
+  kv = k_bksh.shape[1]
+  q_bkgth = q.reshape(b, t, kv, n // kv, h).transpose(0, 2, 3, 1, 4)
+  outs = []
+  for start in range(0, t, ATTENTION_BLOCK):
+    end = min(start + ATTENTION_BLOCK, t)
+    causal = jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None]
+    allowed = causal[None, None, None] & k_valid[:, None, None, None, :end]
+    outs.append(_attention_core(q_bkgth[:, :, :, start:end], k_bksh[:, :, :end],
+                                v_bksh[:, :, :end], allowed))
+  out = jnp.concatenate(outs, axis=3)
+  return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+
+
+def _attention_over_slots(q: Float[Array, "B T N H"], k_bksh: Float[Array, "B K S H"],
+                          v_bksh: Float[Array, "B K S H"], q_slots: Int[Array, "T"],
+                          k_valid: Bool[Array, "B S"]) -> Float[Array, "B T N H"]:
+  """Attention of T queries at cache slots `q_slots` over S cache slots (slot s ≤ q_slot, valid)."""
+  b, t, n, h = q.shape
+  kv = k_bksh.shape[1]
+  q_bkgth = q.reshape(b, t, kv, n // kv, h).transpose(0, 2, 3, 1, 4)
+  causal = jnp.arange(k_bksh.shape[2])[None, :] <= q_slots[:, None]               # [T, S]
+  allowed = causal[None, None, None] & k_valid[:, None, None, None, :]            # [B,1,1,T,S]
+  out = _attention_core(q_bkgth, k_bksh, v_bksh, allowed)
+  return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+
+
+def _layer(config: ModelConfig, h, p, cos, sin, attend):
+  """One pre-norm decoder layer. `attend(q, k, v) -> (out, new_cache_state)` binds the cache."""
+  c = config
+  x = rms_norm(h, p["attn_norm"], c.rms_norm_eps)
+  b, t, d = x.shape
+  n, kv, hd = p["wq"].shape[1], p["wk"].shape[1], p["wq"].shape[2]
+  if b * t >= FUSE_MIN_ROWS:   # one wide matmul beats three; for decode the concat costs more
+    w = jnp.concatenate([p["wq"].reshape(d, n * hd), p["wk"].reshape(d, kv * hd),
+                         p["wv"].reshape(d, kv * hd)], axis=1)
+    qkv = jnp.einsum("btd,de->bte", x, w)
+    q = qkv[..., :n * hd].reshape(b, t, n, hd)
+    k = qkv[..., n * hd:(n + kv) * hd].reshape(b, t, kv, hd)
+    v = qkv[..., (n + kv) * hd:].reshape(b, t, kv, hd)
+  else:
+    q = jnp.einsum("btd,dnh->btnh", x, p["wq"])
+    k = jnp.einsum("btd,dkh->btkh", x, p["wk"])
+    v = jnp.einsum("btd,dkh->btkh", x, p["wv"])
+  if c.qkv_bias:
+    q, k, v = q + _lead(p["bq"], 4), k + _lead(p["bk"], 4), v + _lead(p["bv"], 4)
+  if c.qk_norm:
+    q = rms_norm(q, p["q_norm"], c.rms_norm_eps)
+    k = rms_norm(k, p["k_norm"], c.rms_norm_eps)
+  q = rope.apply_rope(q, cos, sin)
+  k = rope.apply_rope(k, cos, sin)
+  attn, new_kv = attend(q, k, v)
+  o = jnp.einsum("btnh,nhd->btd", attn, p["wo"])
+  if c.o_bias:
+    o = o + _lead(p["bo"], 3)
+  h = h + o
+  x = rms_norm(h, p["mlp_norm"], c.rms_norm_eps)
+  if b * t >= FUSE_MIN_ROWS:
+    f = p["w_gate"].shape[1]
+    gate_up = jnp.einsum("btd,df->btf", x, jnp.concatenate([p["w_gate"], p["w_up"]], axis=1))
+    gate, up = gate_up[..., :f], gate_up[..., f:]
+  else:
+    gate = jnp.einsum("btd,df->btf", x, p["w_gate"])
+    up = jnp.einsum("btd,df->btf", x, p["w_up"])
+  if c.mlp_bias:
+    gate, up = gate + _lead(p["b_gate"], 3), up + _lead(p["b_up"], 3)
+  down = jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, p["w_down"])
+  if c.mlp_bias:
+    down = down + _lead(p["b_down"], 3)
+  return h + down, new_kv
+
+
+def default_positions(attention_mask: Int[Array, "B T"], cache: KVCache | None = None
+                      ) -> Int[Array, "B T"]:
+  """Positions from a (left-padded) mask: number of real tokens before each one, cache included."""
+  mask = attention_mask.astype(jnp.int32)
+  past = 0 if cache is None else jnp.sum(cache.valid, axis=-1, dtype=jnp.int32)[:, None]
+  return jnp.maximum(past + jnp.cumsum(mask, axis=-1) - 1, 0)
+
+
+def output_head(params: PyTree, config: ModelConfig) -> Float[Array, "D V"]:
+  """The LM-head matrix, [D, V] (the transposed embedding when tied)."""
+  return params["embed"].T if config.tie_word_embeddings else params["lm_head"]
+
+
+def logits_from_hidden(params: PyTree, config: ModelConfig, h: Float[Array, "*B D"]
+                       ) -> Float[Array, "*B V"]:
+  """float32 logits of final hidden states (any leading shape)."""
+  if config.tie_word_embeddings:   # contract with the [V, D] embedding directly: no transpose
+    return jnp.einsum("...d,vd->...v", h, params["embed"], preferred_element_type=jnp.float32)
+  return jnp.einsum("...d,dv->...v", h, params["lm_head"], preferred_element_type=jnp.float32)
+
+
+def forward(
+    params: PyTree,
+    config: ModelConfig,
+    tokens: Int[Array, "B T"],
+    *,
+    attention_mask: Int[Array, "B T"] | None = None,
+    positions: Int[Array, "B T"] | None = None,
+    cache: KVCache | None = None,
+    return_logits: bool = True,
+    return_hidden: bool = False,
+    remat: bool = False,
+    init_cache_len: int | None = None,
+) -> ModelOutput:
+  """Runs the decoder. Pure: `params` is the nested dict of arrays (`Transformer.params()`).
+
+  Args:
+    params: parameter dict as produced by `init_params` / the loaders.
+    config: the model's ModelConfig (static).
+    tokens: int32 [B, T] token ids.
+    attention_mask: [B, T], 1 on real tokens, 0 on (left) padding; default all ones.
+    positions: [B, T] RoPE positions; default derived from the mask (and the cache's valid slots).
+    cache: optional KVCache; the T new tokens are written at slots [cache.index, cache.index + T)
+      and attend to every valid earlier slot (prefill when the cache is empty, decode when T = 1).
+    return_logits: compute float32 logits [B, T, V] (set False and use `logprobs.token_logp` to
+      avoid materialising them).
+    return_hidden: also return the final hidden states [B, T, D] (after the last RMSNorm).
+    remat: rematerialise each layer in the backward pass (saves activation memory in training).
+    init_cache_len: prefill. Without a `cache`, run the cache-free (blocked causal) pass and return
+      a new KVCache of this many slots holding this pass's keys/values in slots [0, T). Faster
+      than writing an empty cache, whose in-place update XLA handles poorly for T > 1.
+  Returns:
+    ModelOutput(logits, hidden, cache).
+  """
+  b, t = tokens.shape
+  if attention_mask is None:
+    attention_mask = jnp.ones((b, t), jnp.int32)
+  if positions is None:
+    positions = default_positions(attention_mask, cache)
+  cos, sin = rope.rope_cos_sin(positions, config)
+  h = jnp.take(params["embed"], tokens, axis=0)
+  layers = params["layers"]
+  num_layers = config.num_layers
+
+  if cache is None:
+    k_valid = attention_mask.astype(bool)
+    keep_kv = init_cache_len is not None
+
+    def body(h, p):
+      def attend(q, k, v):
+        k_bkth, v_bkth = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+        return _attention(q, k_bkth, v_bkth, k_valid), (k_bkth, v_bkth) if keep_kv else None
+      h, kv = _layer(config, h, p, cos, sin, attend)
+      return h, kv
+
+    if remat:
+      body = jax.checkpoint(body)
+    h, kv = jax.lax.scan(body, h, layers)
+    new_cache = None
+    if keep_kv:   # prefill: the keys/values of this pass become slots [0, T) of a new cache
+      if init_cache_len < t:
+        raise ValueError(f"init_cache_len={init_cache_len} is shorter than the {t} tokens.")
+      dtype = kv[0].dtype
+      new_cache = KVCache.create(config, b, init_cache_len, dtype)
+      new_cache = KVCache(
+          k=jax.lax.dynamic_update_slice(new_cache.k, kv[0], (0, 0, 0, 0, 0)),
+          v=jax.lax.dynamic_update_slice(new_cache.v, kv[1], (0, 0, 0, 0, 0)),
+          valid=jax.lax.dynamic_update_slice(new_cache.valid, k_valid, (0, 0)),
+          index=jnp.asarray(t, jnp.int32))
+  else:
+    index = cache.index
+    valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask.astype(bool), (0, index))
+    q_slots = index + jnp.arange(t)
+
+    def body(carry, xs):
+      h, ck, cv = carry
+      p, l = xs
+
+      def attend(q, k, v):
+        # Write the new keys first, then read the layer back: for decode steps XLA keeps this
+        # in place. (Prefill goes through the cache-free path instead, see `init_cache_len`.)
+        ck2 = jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 1, 3)[None].astype(ck.dtype),
+                                           (l, 0, 0, index, 0))
+        cv2 = jax.lax.dynamic_update_slice(cv, v.transpose(0, 2, 1, 3)[None].astype(cv.dtype),
+                                           (l, 0, 0, index, 0))
+        keys = jax.lax.dynamic_index_in_dim(ck2, l, keepdims=False)
+        values = jax.lax.dynamic_index_in_dim(cv2, l, keepdims=False)
+        return _attention_over_slots(q, keys, values, q_slots, valid), (ck2, cv2)
+
+      h, (ck, cv) = _layer(config, h, p, cos, sin, attend)
+      return (h, ck, cv), None
+
+    if remat:
+      body = jax.checkpoint(body)
+    (h, ck, cv), _ = jax.lax.scan(body, (h, cache.k, cache.v),
+                                  (layers, jnp.arange(num_layers)))
+    new_cache = KVCache(k=ck, v=cv, valid=valid, index=index + t)
+
+  h = rms_norm(h, params["final_norm"], config.rms_norm_eps)
+  logits = None
+  if return_logits:
+    logits = logits_from_hidden(params, config, h)
+  return ModelOutput(logits=logits, hidden=h if return_hidden else None, cache=new_cache)
+
+
+# ----------------------------------------------------------------------------------- NNX module
+
+
+def _param(value, path: str) -> nnx.Param:
+  return nnx.Param(value, sharding_names=LOGICAL_AXES[path], eager_sharding=False)
+
+
+class _Group(nnx.Module):
+  """A named group of parameters (e.g. the stacked layers)."""
+
+  def __init__(self, entries: dict[str, nnx.Param]):
+    for name, value in entries.items():
+      setattr(self, name, value)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "return_hidden"))
+def _forward_jit(params, config, tokens, attention_mask, return_hidden):
+  return forward(params, config, tokens, attention_mask=attention_mask, return_hidden=return_hidden)
+
+
+class Transformer(nnx.Module):
+  """A decoder-only LM. `model(tokens, attention_mask=mask)` -> float32 logits [B, T, V].
+
+  For jitted code take the functional view: `model.params()` (nested dict of arrays) with
+  `forward(params, model.config, ...)`, or `graphdef, state = nnx.split(model)` as usual in NNX.
+  """
+
+  def __init__(self, config: ModelConfig, params: dict[str, Any] | None = None, *,
+               rngs: nnx.Rngs | None = None, dtype=jnp.float32):
+    self.config = config
+    if params is None:
+      key = (rngs or nnx.Rngs(0)).params()
+      params = init_params(config, key, dtype)
+    flat = flatten(params)
+    expected = param_shapes(config)
+    missing = sorted(set(expected) - set(flat))
+    unexpected = sorted(set(flat) - set(expected))
+    if missing or unexpected:
+      raise ValueError(f"Parameters do not match the config: missing {missing}, unexpected "
+                       f"{unexpected}.")
+    for path, shape in expected.items():
+      if tuple(flat[path].shape) != shape:
+        raise ValueError(f"Parameter {path} has shape {tuple(flat[path].shape)}, the config "
+                         f"needs {shape}.")
+    top = {k: _param(jnp.asarray(v), k) for k, v in flat.items() if "/" not in k}
+    layer_entries = {k.split("/", 1)[1]: _param(jnp.asarray(v), k)
+                     for k, v in flat.items() if k.startswith("layers/")}
+    for name, value in top.items():
+      setattr(self, name, value)
+    self.layers = _Group(layer_entries)
+
+  @property
+  def dtype(self):
+    return self.embed[...].dtype
+
+  def params(self) -> dict[str, Any]:
+    """The parameters as a nested dict of arrays (the input of `forward`)."""
+    return nnx.to_pure_dict(nnx.state(self, nnx.Param))
+
+  def __call__(self, tokens, attention_mask=None, *, return_hidden: bool = False):
+    tokens = jnp.asarray(tokens)
+    check_tokens(tokens, self.config)
+    if attention_mask is None:
+      attention_mask = jnp.ones(tokens.shape, jnp.int32)
+    attention_mask = jnp.asarray(attention_mask)
+    if attention_mask.shape != tokens.shape:
+      raise ValueError(f"attention_mask has shape {attention_mask.shape}, tokens have "
+                       f"{tokens.shape}: pass one mask entry per token.")
+    out = _forward_jit(self.params(), self.config, tokens, attention_mask, return_hidden)
+    return (out.logits, out.hidden) if return_hidden else out.logits
+
+
+def check_tokens(tokens, config: ModelConfig) -> None:
+  """Clear errors for token arrays of the wrong rank/dtype or ids outside [0, vocab_size)."""
+  if tokens.ndim != 2:
+    raise ValueError(f"tokens must be [batch, time]; got shape {tokens.shape}. Add a batch axis "
+                     "(tokens[None]) for a single sequence.")
+  if not jnp.issubdtype(tokens.dtype, jnp.integer):
+    raise ValueError(f"tokens must be integer ids; got dtype {tokens.dtype}.")
+  if isinstance(tokens, jax.core.Tracer) or tokens.size == 0:
+    return
+  lo, hi = int(jnp.min(tokens)), int(jnp.max(tokens))
+  if lo < 0 or hi >= config.vocab_size:
+    bad = hi if hi >= config.vocab_size else lo
+    raise ValueError(
+        f"token id {bad} is outside the vocabulary [0, {config.vocab_size}): the ids were made by "
+        "a different tokenizer, or padding used an invalid id. Encode with this model's tokenizer.")
