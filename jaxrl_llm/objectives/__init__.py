@@ -1,0 +1,51 @@
+"""Loss transforms for group-relative RL of language models (GRPO and its family).
+
+The protocol (`STYLE.md` §2): a `LossTransform(init, update, requires)` maps a `LossContext` to a
+new one; `chain`/`named_chain` compose them; an `Objective(rollout, loss)` runs the rollout chain
+once per batch (advantages, shaping, group filters) and the loss chain per minibatch inside
+`value_and_grad`. `presets` holds one function per method with the paper's defaults.
+
+  ctx = LossContext.create(logp=..., old_logp=..., ref_logp=..., mask=..., rewards=...,
+                           group_size=G)
+  loss, metrics = presets.grpo()(ctx)
+"""
+from jaxrl_llm.objectives import presets
+from jaxrl_llm.objectives.advantages import (
+    SCALES, group_advantage, reinforce_pp_advantage, rloo_advantage)
+from jaxrl_llm.objectives.aggregation import AGGREGATION_MODES, aggregate
+from jaxrl_llm.objectives.base import (
+    EmptyState, LossTransform, Objective, ObjectiveState, ScalarOrSchedule, Schedule, at_step,
+    identity, metric_values, stateless)
+from jaxrl_llm.objectives.combine import chain, named_chain
+from jaxrl_llm.objectives.context import LossContext, Mean, split_rows, sum_means
+from jaxrl_llm.objectives.numerics import (
+    KL_ESTIMATORS, GroupStats, group_all_equal, group_stats, group_sum, kl_estimate)
+from jaxrl_llm.objectives.presets import (
+    dapo, dr_grpo, grpo, gspo, reinforce_pp, rloo, trl_compatible)
+from jaxrl_llm.objectives.ratios import (
+    GSPO_LEVELS, clipped_surrogate, gspo_clip, ppo_clip, reinforce, sequence_log_ratio)
+from jaxrl_llm.objectives.regularizers import entropy_bonus, kl_in_reward, kl_penalty
+from jaxrl_llm.objectives.seed import (
+    RefreshState, divergence_weights, future_kl_weights, llds, low_prob_weights, nsr_clip,
+    owpo_weights, reference_refresh, refresh_due, thr_weights, unlikeliness_reward)
+from jaxrl_llm.objectives.shaping import overlong_penalty, overlong_reward
+from jaxrl_llm.objectives.weights import (
+    drop_truncated, drop_uniform_groups, tis_weights, top_entropy)
+
+# The public transform factories: every one of them goes through the conformance suite.
+TRANSFORMS = (
+    "group_advantage", "rloo_advantage", "reinforce_pp_advantage", "overlong_penalty",
+    "drop_uniform_groups", "drop_truncated", "tis_weights", "top_entropy", "ppo_clip",
+    "gspo_clip", "reinforce", "kl_penalty", "kl_in_reward", "entropy_bonus", "aggregate",
+    "llds", "nsr_clip", "owpo_weights", "reference_refresh", "low_prob_weights",
+    "divergence_weights", "unlikeliness_reward", "future_kl_weights", "thr_weights",
+)
+
+__all__ = [
+    "AGGREGATION_MODES", "EmptyState", "GSPO_LEVELS", "GroupStats", "KL_ESTIMATORS", "LossContext",
+    "LossTransform", "Mean", "Objective", "ObjectiveState", "SCALES", "ScalarOrSchedule",
+    "Schedule", "TRANSFORMS", *TRANSFORMS, "at_step", "chain", "clipped_surrogate", "dapo",
+    "dr_grpo", "group_all_equal", "group_stats", "group_sum", "grpo", "gspo", "identity",
+    "kl_estimate", "metric_values", "named_chain", "overlong_reward", "presets", "reinforce_pp",
+    "rloo", "sequence_log_ratio", "RefreshState", "refresh_due", "split_rows", "stateless", "sum_means", "trl_compatible",
+]
