@@ -1,0 +1,110 @@
+"""Sampling throughput of jaxrl_llm vs Hugging Face `generate` on SmolLM2-135M, CPU, one process.
+
+Prompts of about 64 tokens, 128 new tokens with stopping disabled (both sides generate exactly 128),
+greedy and T = 1, batch sizes 1, 8, 32, 64. Compilation is excluded (a warm-up call per shape) and
+reported separately. Also prints our decode time per step against the memory-bandwidth floor:
+(bytes of weights + bytes of KV cache read per step) / measured copy bandwidth.
+
+  python benchmarks/sampler.py [--batches 1,8,32,64] [--new 128]
+"""
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.common import print_table, time_fn  # noqa: E402
+from jaxrl_llm import models, sampling  # noqa: E402
+
+
+def copy_bandwidth() -> float:
+  """Bytes/s of a jitted elementwise pass over 256 MiB (read + write)."""
+  x = jnp.ones((64 * 1024 * 1024,), jnp.float32)
+  f = jax.jit(lambda x: x + 1.0)
+  sec = time_fn(lambda: f(x).block_until_ready(), warmup=2, repeats=5)
+  return 2 * x.nbytes / sec
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--batches", default="1,8,32,64")
+  parser.add_argument("--new", type=int, default=128)
+  parser.add_argument("--prompt_len", type=int, default=64)
+  parser.add_argument("--skip_hf", action="store_true")
+  args = parser.parse_args()
+  torch.set_num_threads(os.cpu_count() or 1)
+  model, _ = models.from_pretrained("smollm2-135m-instruct")
+  hf = None
+  if not args.skip_hf:
+    from transformers import AutoModelForCausalLM
+    path = models.embedded_model_path()
+    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name).eval()
+  config = model.config
+  params = model.params()
+  weight_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
+  bandwidth = copy_bandwidth()
+  rng = np.random.default_rng(0)
+  rows, step_rows = [], []
+  for batch in [int(b) for b in args.batches.split(",")]:
+    # ragged prompts around prompt_len tokens, as a chat batch would be
+    lengths = rng.integers(args.prompt_len - 8, args.prompt_len + 1, batch)
+    prompts = [rng.integers(100, config.vocab_size, n).tolist() for n in lengths]
+    for temperature in (0.0, 1.0):
+      cfg = sampling.SamplingConfig(max_new_tokens=args.new, temperature=temperature,
+                                    stop_token_ids=())
+      one = dataclasses.replace(cfg, max_new_tokens=1)
+      key = jax.random.key(0)
+      run = lambda c: jax.block_until_ready(sampling.sample(model, prompts, key, c))  # noqa: E731
+      t0 = time.perf_counter()
+      run(cfg)
+      run(one)
+      compile_s = time.perf_counter() - t0
+      ours = time_fn(lambda: run(cfg), warmup=0, repeats=2)
+      prefill = time_fn(lambda: run(one), warmup=0, repeats=2)
+      tokens = batch * args.new
+      hf_s = float("nan")
+      if hf is not None:
+        longest = int(lengths.max())
+        ids = torch.tensor([[0] * (longest - len(p)) + p for p in prompts])
+        attn = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
+        kw = dict(do_sample=temperature > 0, max_new_tokens=args.new, min_new_tokens=args.new,
+                  pad_token_id=0)
+        if temperature > 0:
+          kw.update(temperature=temperature, top_k=0, top_p=1.0)
+
+        def hf_run():
+          with torch.no_grad():
+            hf.generate(ids, attention_mask=attn, **kw)
+
+        hf_s = time_fn(hf_run, warmup=0, repeats=1)
+      mode = "greedy" if temperature == 0 else "T=1"
+      rows.append([batch, mode, f"{tokens / ours:,.0f}", f"{tokens / hf_s:,.0f}",
+                   f"{hf_s / ours:.1f}x", f"{compile_s:.1f}"])
+      if temperature == 0:
+        step = (ours - prefill) / (args.new - 1)
+        bucket = next(b for b in sampling.DEFAULT_BUCKETS if b >= int(lengths.max()))
+        slots = bucket + args.new + cfg.decode_chunk
+        kv_bytes = (2 * config.num_layers * batch * config.num_kv_heads * slots * config.head_dim
+                    * 4)
+        floor = (weight_bytes + kv_bytes) / bandwidth
+        step_rows.append([batch, f"{step * 1e3:.1f}", f"{floor * 1e3:.1f}", f"{floor / step:.0%}",
+                          f"{prefill * 1e3:.0f}"])
+  print_table(f"SmolLM2-135M sampling, prompts ~{args.prompt_len} tokens, {args.new} new tokens, "
+              f"{os.cpu_count()} threads (tokens/s exclude compilation)",
+              ["batch", "mode", "jaxrl_llm tok/s", "HF generate tok/s", "ratio", "compile s"], rows)
+  print_table(f"Decode step vs memory-bandwidth floor (weights {weight_bytes / 1e6:.0f} MB, copy "
+              f"bandwidth {bandwidth / 1e9:.1f} GB/s)",
+              ["batch", "ms / decode step", "floor ms", "of floor speed", "prefill+1 token ms"],
+              step_rows)
+
+
+if __name__ == "__main__":
+  main()
