@@ -1,0 +1,261 @@
+"""The RL loop (skeleton): prompts -> sample -> rewards -> rollout phase -> mu train steps -> JSONL.
+
+  history = train_and_evaluate(config, workdir)      # config: configs/base.py's ConfigDict
+
+One iteration, for `train.num_steps` iterations:
+  1. `train.prompts_per_step` prompts from the data source (chat template applied, long ones
+     dropped and counted);
+  2. `sampling.n` completions each, sampled with the *current* parameters on the mesh;
+  3. rewards on worker processes with a per-sample timeout (`rewards.RewardRunner`: a crash or a
+     hang scores 0 and is counted);
+  4. the rollout phase once on the whole batch (`training.rollout`: reference logp, recomputed
+     old logp, advantages, group filters);
+  5. `train.num_updates` passes, each over `train.num_minibatches` shuffled minibatches of whole
+     groups, one jitted `train_step` each;
+  6. one line of metrics appended to `<workdir>/metrics.jsonl` (and TensorBoard scalars in
+     `<workdir>/tb` with `log.tensorboard`), a progress bar with `log.progress`;
+  7. every `ckpt.every_steps` iterations and at the end, a checkpoint of the state and the data
+     cursor in `<workdir>/ckpt` (keep `ckpt.keep`). A run started in a workdir that holds one
+     resumes from it: same keys, same data, so it continues as if it had not stopped.
+With `train.max_sampling_rounds` > 1, steps 1-3 repeat (DAPO's dynamic sampling, the half that
+changes the batch size and so cannot live in jit) until `prompts_per_step` groups with unequal
+rewards are collected; short of that, uniform groups fill the batch (the objective's in-jit filter
+then masks them). `train.ref_refresh_steps` > 0 copies the policy into the reference every that
+many iterations.
+Not yet here (issue 6): periodic eval.
+"""
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tensorboardX
+import tqdm
+
+from jaxrl_llm import data, models, parallel, rewards, sampling
+from jaxrl_llm.objectives import LossContext, presets
+from jaxrl_llm.training import optim
+from jaxrl_llm.training.batch import (
+    RolloutBatch, concat_completions, from_completions, group_minibatches, informative_groups,
+    take_rows)
+from jaxrl_llm.training.checkpoint import Checkpointer
+from jaxrl_llm.training.rollout import jit_rollout
+from jaxrl_llm.training.step import init_train_state, jit_train_step
+
+REWARD_FNS = {"reasoning_gym": rewards.reasoning_gym_reward,
+              "math_verify": rewards.math_verify_reward,
+              "exact_match": rewards.exact_match_reward}
+
+
+def load_model(section: ml_collections.ConfigDict, tokenizer: Any = None
+               ) -> tuple[models.Transformer, Any]:
+  """(model, tokenizer) of the `model` section: pretrained, or random (`random_init`) with the
+  given tokenizer or else the tokenizer of `source`."""
+  if not section.random_init:
+    model, loaded = models.from_pretrained(section.source, dtype=section.dtype)
+    return model, tokenizer or loaded
+  if tokenizer is None:
+    from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top (slow import)
+    if section.source in models.EMBEDDED_MODELS:
+      path = models.embedded_model_path(section.source)
+      tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    else:
+      tokenizer = AutoTokenizer.from_pretrained(section.source)
+  arch = section.random_config.to_dict()
+  arch.setdefault("eos_token_id", tokenizer.eos_token_id)
+  arch.setdefault("pad_token_id", tokenizer.pad_token_id)
+  config = models.ModelConfig(**arch)
+  if len(tokenizer) > config.vocab_size:
+    raise ValueError(f"model.random_config.vocab_size={config.vocab_size} is smaller than the "
+                     f"tokenizer's {len(tokenizer)} tokens: raise it.")
+  params = models.init_params(config, jax.random.key(0),
+                              models.loading.resolve_dtype(section.dtype))
+  return models.Transformer(config, params), tokenizer
+
+
+def _empty_batch(rows: int, width: int, group_size: int) -> RolloutBatch:
+  """Zeros of the batch's shape: enough for `objective.init` (shapes, not values)."""
+  ctx = LossContext.create(mask=jnp.zeros((rows, width)), rewards=jnp.zeros((rows,)),
+                           old_logp=jnp.zeros((rows, width)), group_size=group_size)
+  return RolloutBatch(tokens=jnp.zeros((rows, width + 1), jnp.int32),
+                      attention_mask=jnp.zeros((rows, width + 1), jnp.int32), ctx=ctx,
+                      prompt_len=1)
+
+
+def _mean_dicts(dicts: list[dict[str, Any]]) -> dict[str, float]:
+  return {k: float(np.mean([float(d[k]) for d in dicts])) for k in dicts[0]}
+
+
+def _sample_and_score(model, tokenizer, source, runner, params, mesh, scfg, num_prompts: int,
+                      max_rounds: int, key) -> tuple[Any, np.ndarray, list[Any], dict[str, float]]:
+  """Samples `num_prompts` groups and scores them; with `max_rounds` > 1, over-samples until
+  that many groups have unequal rewards. Returns (completions, rewards [B], examples, metrics)."""
+  g = scfg.n
+  kept, spare = [], []          # (completions, rewards, examples) per selected group block
+  num_kept = num_sampled = 0
+  metrics: dict[str, float] = {"time/sample": 0.0, "time/score": 0.0}
+  for r in range(max(1, max_rounds)):
+    t0 = time.perf_counter()
+    encoded = [next(source) for _ in range(num_prompts)]
+    comps = sampling.sample(model, [e.tokens for e in encoded], jax.random.fold_in(key, r), scfg,
+                            params=params, mesh=mesh)
+    tokens, lengths = np.asarray(comps.tokens), np.asarray(comps.lengths)
+    t1 = time.perf_counter()
+    texts = tokenizer.batch_decode([row[:n] for row, n in zip(tokens, lengths)],
+                                   skip_special_tokens=True)
+    examples = [e.example for e in encoded for _ in range(g)]
+    scored = runner.score(texts, examples)
+    metrics["time/sample"] += t1 - t0
+    metrics["time/score"] += time.perf_counter() - t1
+    if r == 0:
+      metrics.update({k: float(v) for k, v in scored.metrics.items()})
+    num_sampled += num_prompts
+    good = (informative_groups(scored.rewards, g) if max_rounds > 1
+            else np.ones(num_prompts, bool))
+    for keep, out in ((good, kept), (~good, spare)):
+      groups = np.flatnonzero(keep)
+      if groups.size:
+        rows = (groups[:, None] * g + np.arange(g)[None, :]).reshape(-1)
+        out.append((take_rows(comps, rows), scored.rewards[rows], [examples[i] for i in rows]))
+    num_kept += int(good.sum())
+    if num_kept >= num_prompts:
+      break
+  blocks = kept + spare
+  comps = concat_completions([b[0] for b in blocks])
+  rewards = np.concatenate([b[1] for b in blocks])
+  examples = [e for b in blocks for e in b[2]]
+  rows = num_prompts * g
+  if max_rounds > 1:
+    metrics["sampling/rounds"] = float(r + 1)
+    metrics["sampling/kept_frac"] = min(num_kept, num_prompts) / num_prompts
+  return take_rows(comps, np.arange(rows)), rewards[:rows], examples[:rows], metrics
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       model: models.Transformer | None = None, tokenizer: Any = None,
+                       reward: Any = None) -> tuple[list[dict[str, float]], Any]:
+  """Runs RL iterations up to `config.train.num_steps` (resuming from the workdir's latest
+  checkpoint); returns the metrics of the iterations it ran (also appended to metrics.jsonl) and
+  the final TrainState.
+
+  `model`/`tokenizer` override the `model` section (a tokenizer alone goes with a random model);
+  `reward` (a reward function or `rewards.weighted_sum` mapping) overrides the `reward` section's
+  verifier.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  t = config.train
+  mesh = parallel.make_mesh(config.mesh)
+  if model is None:
+    model, tokenizer = load_model(config.model, tokenizer)
+  objective = presets.build(config.objective)
+  optimizer = optim.from_config(config.optim)
+  scfg = sampling.SamplingConfig(**config.sampling.to_dict())
+  g, p = scfg.n, t.prompts_per_step
+  parallel.check_batch(p * g, g, mesh)
+  if p % t.num_minibatches:
+    raise ValueError(f"train.prompts_per_step={p} does not split into train.num_minibatches="
+                     f"{t.num_minibatches} minibatches of whole groups.")
+  parallel.check_batch(p // t.num_minibatches * g, g, mesh, t.num_micro_batches)
+
+  key = jax.random.key(config.seed)
+  params = model.params()
+  ref_params = (jax.tree.map(jnp.copy, params) if "ref_logp" in objective.requires else None)
+  obj_state = objective.init(_empty_batch(p * g, scfg.max_new_tokens, g).ctx)
+  state, shardings = init_train_state(params, optimizer, jax.random.fold_in(key, 1), mesh,
+                                      objective_state=obj_state, ref_params=ref_params)
+  step_fn = jit_train_step(mesh, shardings, model_config=model.config, objective=objective,
+                           optimizer=optimizer, num_micro_batches=t.num_micro_batches,
+                           temperature=scfg.temperature, chunk_size=t.chunk_size, remat=t.remat)
+  roll = None
+  source = data.TokenizedSource(data.make_source(config.data.source), tokenizer,
+                                config.data.max_prompt_tokens)
+  ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.ckpt.keep)
+  start = 0
+  restored = ckpt.restore_latest(state, shardings)
+  if restored is not None:
+    start, state, extra = restored
+    source.restore(extra["data"])
+  if reward is None:
+    if config.reward.name not in REWARD_FNS:
+      raise ValueError(f"unknown reward.name {config.reward.name!r}; valid: {sorted(REWARD_FNS)}.")
+    reward = REWARD_FNS[config.reward.name](modes=tuple(config.reward.extract))
+  history = []
+  writer = (tensorboardX.SummaryWriter(os.path.join(workdir, "tb")) if config.log.tensorboard
+            else None)
+  bar = tqdm.tqdm(range(start, t.num_steps), initial=start, total=t.num_steps, desc="rl",
+                  disable=not config.log.progress, dynamic_ncols=True)
+  with rewards.RewardRunner(reward, timeout_s=config.reward.timeout_s,
+                            num_workers=config.reward.num_workers) as runner, \
+       open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") as log:
+    for it in bar:
+      t0 = time.perf_counter()
+      comps, scores, _, sampling_metrics = _sample_and_score(
+          model, tokenizer, source, runner, state.params, mesh, scfg, p, t.max_sampling_rounds,
+          jax.random.fold_in(key, 2 * it))
+      lengths = np.asarray(comps.lengths)
+      t2 = time.perf_counter()
+      batch = from_completions(comps, jnp.asarray(scores), group_size=g, step=state.step)
+      if roll is None:
+        roll = jit_rollout(mesh, state, batch, model_config=model.config, objective=objective,
+                           temperature=scfg.temperature,
+                           recompute_old_logp=t.recompute_old_logp, chunk_size=t.chunk_size)
+      state, batch, rollout_metrics = roll(state, batch)
+      train_metrics = []
+      for u in range(t.num_updates):
+        shuffle = jax.random.fold_in(key, 2 * it + 1)
+        for mb in group_minibatches(batch, t.num_minibatches, jax.random.fold_in(shuffle, u)):
+          state, m = step_fn(state, mb)
+          train_metrics.append(m)
+      train_metrics = _mean_dicts(jax.device_get(train_metrics))
+      t3 = time.perf_counter()
+      record = {"step": it + 1, "train_steps": int(state.step),
+                **{k: float(v) for k, v in jax.device_get(rollout_metrics).items()},
+                **{f"train/{k}": v for k, v in train_metrics.items()},
+                **sampling_metrics,
+                **source.metrics(),
+                "completion/mean_length": float(lengths.mean()),
+                "completion/truncated_frac": float(np.asarray(comps.truncated).mean()),
+                "time/train": t3 - t2,
+                "tokens_per_s": float(lengths.sum()) / max(t3 - t0, 1e-9)}
+      history.append(record)
+      log.write(json.dumps(record) + "\n")
+      log.flush()
+      if writer is not None:
+        for k, v in record.items():
+          writer.add_scalar(k, v, it + 1)
+      bar.set_postfix_str(_progress(record))
+      refresh = t.ref_refresh_steps and (it + 1) % t.ref_refresh_steps == 0
+      if state.ref_params is not None and refresh:
+        state = state.replace(ref_params=jax.tree.map(jnp.copy, state.params))
+      if (it + 1) % config.ckpt.every_steps == 0 or it + 1 == t.num_steps:
+        ckpt.save(it + 1, state, {"data": source.state()})
+  bar.close()
+  if writer is not None:
+    writer.close()
+  ckpt.wait()
+  ckpt.close()
+  if history:
+    logging.info("%s", _summary(history))
+    if config.log.progress:
+      print(_summary(history), flush=True)
+  return history, state
+
+
+def _progress(r: dict[str, float]) -> str:
+  acc = r.get("reward/accuracy")
+  return (f"reward {r['reward/mean']:.3f}" + (f" acc {acc:.3f}" if acc is not None else "")
+          + f" len {r['completion/mean_length']:.1f} {r['tokens_per_s']:.0f} tok/s"
+          f" | sample {r['time/sample']:.1f}s score {r['time/score']:.1f}s"
+          f" train {r['time/train']:.1f}s")
+
+
+def _summary(history: list[dict[str, float]]) -> str:
+  first, last = history[0], history[-1]
+  return (f"done: iterations {first['step']}..{last['step']} ({last['train_steps']} optimizer "
+          f"steps, {last.get('train/skipped', 0):.0f} skipped); reward {first['reward/mean']:.3f}"
+          f" -> {last['reward/mean']:.3f}; mean length {last['completion/mean_length']:.1f}")
