@@ -57,7 +57,9 @@ def evaluate(*, model: str, data: str, num_prompts: int, n: int, ks: list[int], 
   if tokenizer is None:
     raise ValueError(f"{model} has no tokenizer; evaluation needs one to build chat prompts.")
   source = data_lib.make_source(data)
+  # maj@k votes on the answers the reward itself extracts (same modes), not on the default modes.
   result = eval_lib.evaluate(lm, tokenizer, source, rewards_by_name[reward](modes=extract),
+                             answer_fn=rewards_lib.AnswerExtractor(modes=tuple(extract)),
                              num_prompts=num_prompts, n=n, ks=ks, temperature=temperature,
                              max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
   print(f"\n{model} on {data} ({int(result.metrics['num_prompts'])} prompts, n={n}, "

@@ -5,7 +5,9 @@
 or hanging verifier scores 0 and is counted), and aggregates:
   accuracy (greedy), pass@k for each k (unbiased estimator over the n samples), maj@k (first k
   samples), mean completion length and truncation rate of the sampled completions.
-A completion is correct when its reward is ≥ `correct_threshold`.
+A completion is correct when its reward is ≥ `correct_threshold`. With `n=0` only the greedy
+completions are sampled and scored (accuracy, length and truncation of the greedy completions):
+the cheap check the trainer runs periodically on held-out prompts.
 """
 
 import dataclasses
@@ -46,7 +48,8 @@ def evaluate(model, tokenizer, source: Iterable, reward, *, num_prompts: int, n:
              ks: Sequence[int] = (1, 4, 8), temperature: float = 1.0, max_new_tokens: int = 256,
              max_prompt_tokens: Optional[int] = None, batch_size: int = 8, seed: int = 0,
              answer_fn=None, correct_threshold: float = 1.0, timeout_s: float = 10.0,
-             num_workers: Optional[int] = None, progress: bool = True) -> EvalResult:
+             num_workers: Optional[int] = None, progress: bool = True, params=None,
+             mesh=None) -> EvalResult:
   """Evaluates `model` on the first `num_prompts` prompts of `source` (see the module docstring).
 
   Args:
@@ -54,7 +57,12 @@ def evaluate(model, tokenizer, source: Iterable, reward, *, num_prompts: int, n:
     reward: a reward function or mapping for `rewards.weighted_sum`.
     ks: the k of pass@k / maj@k; each must be ≤ n.
     answer_fn: extracts the answer maj@k votes on (default `rewards.AnswerExtractor()`).
+    params, mesh: parameters to sample with instead of the model's (the trainer's), and their
+      mesh (`sampling.sample`).
   """
+  if n < 0:
+    raise ValueError(f"n={n} must be >= 0 (0: greedy accuracy only).")
+  ks = () if n == 0 else ks
   bad = [k for k in ks if not 1 <= k <= n]
   if bad:
     raise ValueError(f"k values {bad} are not in [1, n={n}]: raise n or drop them.")
@@ -66,21 +74,28 @@ def evaluate(model, tokenizer, source: Iterable, reward, *, num_prompts: int, n:
   runner = rewards_lib.RewardRunner(reward, answer_fn=answer_fn, timeout_s=timeout_s,
                                     num_workers=num_workers)
   greedy_cfg = sampling.SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0, n=1)
-  sample_cfg = sampling.SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, n=n)
+  sample_cfg = (sampling.SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
+                                        n=n) if n else None)
+  per_prompt = n or 1                 # completions per prompt in `sampled`
   key = jax.random.key(seed)
   records = []
   try:
     for start in tqdm.trange(0, len(prompts), batch_size, desc="eval", disable=not progress):
       batch = prompts[start:start + batch_size]
       ids = [p.tokens for p in batch]
-      greedy = _decode(tokenizer, sampling.sample(model, ids, key, greedy_cfg))
+      greedy = _decode(tokenizer, sampling.sample(model, ids, key, greedy_cfg, params=params,
+                                                  mesh=mesh))
       key, sub = jax.random.split(key)
-      sampled = _decode(tokenizer, sampling.sample(model, ids, sub, sample_cfg))
       examples = [p.example for p in batch]
       g_scores = runner.score(greedy["texts"], examples)
-      s_scores = runner.score(sampled["texts"], [e for e in examples for _ in range(n)])
+      if n:
+        sampled = _decode(tokenizer, sampling.sample(model, ids, sub, sample_cfg, params=params,
+                                                     mesh=mesh))
+        s_scores = runner.score(sampled["texts"], [e for e in examples for _ in range(n)])
+      else:   # greedy only: its completions stand in for the samples' length statistics
+        sampled, s_scores = greedy, g_scores
       for i, ex in enumerate(examples):
-        rows = slice(i * n, (i + 1) * n)
+        rows = slice(i * per_prompt, (i + 1) * per_prompt)
         records.append({
             "question": ex.question, "answer": str(ex.answer),
             "greedy": greedy["texts"][i], "greedy_reward": float(g_scores.rewards[i]),

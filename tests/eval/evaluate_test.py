@@ -38,3 +38,9 @@ def test_accuracy_matches_manual_scoring(smollm2):
   assert 0 < result.metrics["length/mean"] <= 32
   # SmolLM2 solves some one-digit sums: the check is not vacuous.
   assert 0 < np.mean(sampled_manual) < 1, sampled_manual
+  # Greedy only (n=0, the trainer's periodic eval): the same greedy completions and accuracy.
+  greedy_only = ev.evaluate(model, tokenizer, data.make_source(SPEC), reward, num_prompts=6, n=0,
+                            max_new_tokens=32, batch_size=6, num_workers=0, progress=False)
+  assert [r["greedy"] for r in greedy_only.records] == [r["greedy"] for r in result.records]
+  assert greedy_only.metrics["accuracy/greedy"] == result.metrics["accuracy/greedy"]
+  assert not any(k.startswith(("pass@", "maj@")) for k in greedy_only.metrics)
