@@ -66,10 +66,12 @@ def test_micro_batches_equal_full_batch(mode, rolled):
   expected_loss, expected = out["reference"]
   assert optax_norm(expected) > 1e-2             # not trivially small: a wrong count would show
   # k micro-batches = the full batch, through the same code path: float32 summation-order noise
-  # only (1e-6, plus 1e-6 relative: seq_mean_token_sum's gradients here are of order 1).
+  # only, within 1e-6 on the scale of the gradient (seq_mean_token_sum's entries here reach 1.3,
+  # where float32 summation in another order moved one by 2.6e-6 on CI: 2e-7 of the norm).
+  scale = max(1.0, optax_norm(out["k1"][1]))
   for k in (4, 8):
-    np.testing.assert_allclose(out[f"k{k}"][0], out["k1"][0], atol=1e-6, rtol=1e-6)
-    _assert_trees_close(out[f"k{k}"][1], out["k1"][1], atol=1e-6, rtol=1e-6)
+    np.testing.assert_allclose(out[f"k{k}"][0], out["k1"][0], atol=1e-6 * scale)
+    _assert_trees_close(out[f"k{k}"][1], out["k1"][1], atol=1e-6 * scale)
   # ... and both equal the gradient of the full-batch mean from unchunked logits.
   for k in (1, 4):
     np.testing.assert_allclose(out[f"k{k}"][0], expected_loss, atol=1e-6, rtol=1e-5)
