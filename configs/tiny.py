@@ -26,6 +26,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.learning_rate = 1e-3
   c.data.source = "reasoning_gym:chain_sum?size=50&seed=0&answer_format=answer_tag"
   c.data.max_prompt_tokens = 256
+  c.data.eval_size = 8
+  c.eval.every_steps = 0              # tests that evaluate turn it on
+  c.eval.num_prompts = 4
+  c.eval.batch_size = 4
   c.mesh.num_devices = 1              # 4 prompts x 2 samples: one device
   c.reward.num_workers = 0            # inline scoring: no worker processes in tests
   c.train.num_steps = 2

@@ -1,4 +1,4 @@
-"""The RL loop (skeleton): prompts -> sample -> rewards -> rollout phase -> mu train steps -> JSONL.
+"""The RL loop: prompts -> sample -> rewards -> rollout phase -> mu train steps -> log, ckpt, eval.
 
   history = train_and_evaluate(config, workdir)      # config: configs/base.py's ConfigDict
 
@@ -16,17 +16,26 @@ One iteration, for `train.num_steps` iterations:
      `<workdir>/tb` with `log.tensorboard`), a progress bar with `log.progress`;
   7. every `ckpt.every_steps` iterations and at the end, a checkpoint of the state and the data
      cursor in `<workdir>/ckpt` (keep `ckpt.keep`). A run started in a workdir that holds one
-     resumes from it: same keys, same data, so it continues as if it had not stopped.
+     resumes from it: same keys, same data, so it continues as if it had not stopped;
+  8. every `eval.every_steps` iterations, at the end, and (`eval.at_start`) before the first
+     update: greedy accuracy on the first `eval.num_prompts` held-out prompts (`data.eval_size`
+     items of the source set aside from training), logged as `eval/*` in the same JSONL.
 With `train.max_sampling_rounds` > 1, steps 1-3 repeat (DAPO's dynamic sampling, the half that
 changes the batch size and so cannot live in jit) until `prompts_per_step` groups with unequal
 rewards are collected; short of that, uniform groups fill the batch (the objective's in-jit filter
 then masks them). `train.ref_refresh_steps` > 0 copies the policy into the reference every that
 many iterations.
-Not yet here (issue 6): periodic eval.
+
+Host/device traffic: the loop synchronises once per iteration anyway (the sampled tokens must be
+decoded to text for the rewards), so metrics are pulled right after the updates rather than one
+step late. In a multi-process run the completions are gathered to every process
+(`multihost_utils.process_allgather`), which scores all rows; the train step's metrics come back
+replicated.
 """
 import json
 import logging
 import os
+import tempfile
 import time
 from typing import Any
 
@@ -37,7 +46,10 @@ import numpy as np
 import tensorboardX
 import tqdm
 
+from jax.experimental import multihost_utils
+
 from jaxrl_llm import data, models, parallel, rewards, sampling
+from jaxrl_llm import eval as eval_lib
 from jaxrl_llm.objectives import LossContext, presets
 from jaxrl_llm.training import optim
 from jaxrl_llm.training.batch import (
@@ -78,6 +90,63 @@ def load_model(section: ml_collections.ConfigDict, tokenizer: Any = None
   return models.Transformer(config, params), tokenizer
 
 
+def check_workdir(workdir: str) -> None:
+  """Creates `workdir` and checks that files can be written in it (a clear error, not a failure
+  at the first checkpoint)."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_check_"):
+      pass
+  except OSError as e:
+    raise ValueError(f"workdir {workdir!r} is not writable ({e.strerror or e}): pass "
+                     "--workdir=<a folder you can write> or fix its permissions.") from e
+
+
+def check_config(config: ml_collections.ConfigDict, workdir: str | None = None):
+  """Checks what a run needs before anything slow happens; returns (objective, optimizer, mesh).
+
+  Raises ValueError naming the key and the fix: unknown preset or preset argument, unknown reward
+  or extraction mode, a mesh that does not divide the devices, a batch that does not split into
+  groups x batch shards x micro-batches or minibatches of whole groups, an unwritable workdir.
+  """
+  objective = presets.build(config.objective)
+  optimizer = optim.from_config(config.optim)
+  if config.reward.name not in REWARD_FNS:
+    raise ValueError(f"unknown reward.name {config.reward.name!r}; valid: {sorted(REWARD_FNS)}.")
+  rewards.AnswerExtractor(tuple(config.reward.extract))   # unknown modes fail here
+  mesh = parallel.make_mesh(config.mesh)
+  t, g = config.train, config.sampling.n
+  p = t.prompts_per_step
+  parallel.check_batch(p * g, g, mesh)
+  if p % t.num_minibatches:
+    raise ValueError(f"train.prompts_per_step={p} does not split into train.num_minibatches="
+                     f"{t.num_minibatches} minibatches of whole groups.")
+  parallel.check_batch(p // t.num_minibatches * g, g, mesh, t.num_micro_batches)
+  if config.eval.every_steps and not config.data.eval_size:
+    raise ValueError("eval.every_steps > 0 needs held-out prompts: set data.eval_size > 0 "
+                     "(or eval.every_steps=0 for no periodic eval).")
+  if workdir is not None:
+    check_workdir(workdir)
+  return objective, optimizer, mesh
+
+
+def _sources(section: ml_collections.ConfigDict):
+  """(train source, eval-source factory or None) of the `data` section."""
+  if not section.eval_size:
+    return data.make_source(section.source), None
+  train = data.make_source(section.source, split="train", eval_size=section.eval_size)
+  return train, lambda: data.make_source(section.source, split="eval",
+                                         eval_size=section.eval_size, shuffle=False,
+                                         num_epochs=1)
+
+
+def _host(x) -> np.ndarray:
+  """A (possibly multi-process) array as a NumPy array on every process."""
+  if jax.process_count() > 1:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
 def _empty_batch(rows: int, width: int, group_size: int) -> RolloutBatch:
   """Zeros of the batch's shape: enough for `objective.init` (shapes, not values)."""
   ctx = LossContext.create(mask=jnp.zeros((rows, width)), rewards=jnp.zeros((rows,)),
@@ -104,7 +173,7 @@ def _sample_and_score(model, tokenizer, source, runner, params, mesh, scfg, num_
     encoded = [next(source) for _ in range(num_prompts)]
     comps = sampling.sample(model, [e.tokens for e in encoded], jax.random.fold_in(key, r), scfg,
                             params=params, mesh=mesh)
-    tokens, lengths = np.asarray(comps.tokens), np.asarray(comps.lengths)
+    tokens, lengths = _host(comps.tokens), _host(comps.lengths)
     t1 = time.perf_counter()
     texts = tokenizer.batch_decode([row[:n] for row, n in zip(tokens, lengths)],
                                    skip_special_tokens=True)
@@ -147,20 +216,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   `reward` (a reward function or `rewards.weighted_sum` mapping) overrides the `reward` section's
   verifier.
   """
-  os.makedirs(workdir, exist_ok=True)
+  objective, optimizer, mesh = check_config(config, workdir)
   t = config.train
-  mesh = parallel.make_mesh(config.mesh)
   if model is None:
     model, tokenizer = load_model(config.model, tokenizer)
-  objective = presets.build(config.objective)
-  optimizer = optim.from_config(config.optim)
   scfg = sampling.SamplingConfig(**config.sampling.to_dict())
   g, p = scfg.n, t.prompts_per_step
-  parallel.check_batch(p * g, g, mesh)
-  if p % t.num_minibatches:
-    raise ValueError(f"train.prompts_per_step={p} does not split into train.num_minibatches="
-                     f"{t.num_minibatches} minibatches of whole groups.")
-  parallel.check_batch(p // t.num_minibatches * g, g, mesh, t.num_micro_batches)
 
   key = jax.random.key(config.seed)
   params = model.params()
@@ -172,8 +233,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                            optimizer=optimizer, num_micro_batches=t.num_micro_batches,
                            temperature=scfg.temperature, chunk_size=t.chunk_size, remat=t.remat)
   roll = None
-  source = data.TokenizedSource(data.make_source(config.data.source), tokenizer,
-                                config.data.max_prompt_tokens)
+  train_source, eval_source = _sources(config.data)
+  source = data.TokenizedSource(train_source, tokenizer, config.data.max_prompt_tokens)
   ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.ckpt.keep)
   start = 0
   restored = ckpt.restore_latest(state, shardings)
@@ -181,9 +242,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     start, state, extra = restored
     source.restore(extra["data"])
   if reward is None:
-    if config.reward.name not in REWARD_FNS:
-      raise ValueError(f"unknown reward.name {config.reward.name!r}; valid: {sorted(REWARD_FNS)}.")
     reward = REWARD_FNS[config.reward.name](modes=tuple(config.reward.extract))
+
+  def run_eval(step: int) -> dict[str, float]:
+    e = config.eval
+    result = eval_lib.evaluate(
+        model, tokenizer, eval_source(), reward, num_prompts=e.num_prompts, n=0,
+        max_new_tokens=e.max_new_tokens or scfg.max_new_tokens,
+        max_prompt_tokens=config.data.max_prompt_tokens, batch_size=e.batch_size,
+        seed=config.seed + step, answer_fn=rewards.AnswerExtractor(tuple(config.reward.extract)),
+        timeout_s=config.reward.timeout_s, num_workers=config.reward.num_workers,
+        progress=False, params=state.params, mesh=mesh)
+    return {f"eval/{k.replace('/', '_')}": v for k, v in result.metrics.items()}
+
   history = []
   writer = (tensorboardX.SummaryWriter(os.path.join(workdir, "tb")) if config.log.tensorboard
             else None)
@@ -192,12 +263,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   with rewards.RewardRunner(reward, timeout_s=config.reward.timeout_s,
                             num_workers=config.reward.num_workers) as runner, \
        open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") as log:
+
+    def write(record: dict[str, float]) -> None:
+      log.write(json.dumps(record) + "\n")
+      log.flush()
+      if writer is not None:
+        for k, v in record.items():
+          writer.add_scalar(k, v, record["step"])
+
+    evaluating = eval_source is not None and config.eval.every_steps > 0
+    if evaluating and config.eval.at_start and start == 0 and t.num_steps > 0:
+      record = {"step": 0, "train_steps": 0, **run_eval(0)}
+      history.append(record)
+      write(record)
     for it in bar:
       t0 = time.perf_counter()
       comps, scores, _, sampling_metrics = _sample_and_score(
           model, tokenizer, source, runner, state.params, mesh, scfg, p, t.max_sampling_rounds,
           jax.random.fold_in(key, 2 * it))
-      lengths = np.asarray(comps.lengths)
+      lengths = _host(comps.lengths)
       t2 = time.perf_counter()
       batch = from_completions(comps, jnp.asarray(scores), group_size=g, step=state.step)
       if roll is None:
@@ -219,15 +303,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 **sampling_metrics,
                 **source.metrics(),
                 "completion/mean_length": float(lengths.mean()),
-                "completion/truncated_frac": float(np.asarray(comps.truncated).mean()),
+                "completion/truncated_frac": float(_host(comps.truncated).mean()),
                 "time/train": t3 - t2,
                 "tokens_per_s": float(lengths.sum()) / max(t3 - t0, 1e-9)}
+      if evaluating and ((it + 1) % config.eval.every_steps == 0 or it + 1 == t.num_steps):
+        t4 = time.perf_counter()
+        record.update(run_eval(it + 1))
+        record["time/eval"] = time.perf_counter() - t4
       history.append(record)
-      log.write(json.dumps(record) + "\n")
-      log.flush()
-      if writer is not None:
-        for k, v in record.items():
-          writer.add_scalar(k, v, it + 1)
+      write(record)
       bar.set_postfix_str(_progress(record))
       refresh = t.ref_refresh_steps and (it + 1) % t.ref_refresh_steps == 0
       if state.ref_params is not None and refresh:
@@ -255,7 +339,16 @@ def _progress(r: dict[str, float]) -> str:
 
 
 def _summary(history: list[dict[str, float]]) -> str:
-  first, last = history[0], history[-1]
-  return (f"done: iterations {first['step']}..{last['step']} ({last['train_steps']} optimizer "
+  iterations = [r for r in history if "reward/mean" in r]
+  evals = [r for r in history if "eval/accuracy_greedy" in r]
+  if not iterations:
+    return "done: no iterations run"
+  first, last = iterations[0], iterations[-1]
+  text = (f"done: iterations {first['step']}..{last['step']} ({last['train_steps']} optimizer "
           f"steps, {last.get('train/skipped', 0):.0f} skipped); reward {first['reward/mean']:.3f}"
           f" -> {last['reward/mean']:.3f}; mean length {last['completion/mean_length']:.1f}")
+  if evals:
+    text += (f"; held-out greedy accuracy {evals[0]['eval/accuracy_greedy']:.3f} (step "
+             f"{evals[0]['step']}) -> {evals[-1]['eval/accuracy_greedy']:.3f} (step "
+             f"{evals[-1]['step']})")
+  return text

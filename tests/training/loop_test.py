@@ -10,6 +10,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from jaxrl_llm import parallel, sampling, training
 from jaxrl_llm.objectives import presets
@@ -27,16 +28,57 @@ def _config(name: str, arg=None):
   return module.get_config(arg)
 
 
-def test_base_and_tiny_build_every_subsystem():
-  for name in ("base", "tiny"):
-    c = _config(name)
-    assert set(c.keys()) >= {"model", "sampling", "objective", "optim", "mesh", "data", "reward",
-                             "train", "ckpt", "log"}
-    presets.build(c.objective)
-    optim.from_config(c.optim)
-    sampling.SamplingConfig(**c.sampling.to_dict())
-    parallel.make_mesh(c.mesh)
-    assert c.reward.name in loop.REWARD_FNS
+@pytest.mark.parametrize("name", ["base", "tiny", "grpo", "dapo", "dr_grpo", "gspo"])
+def test_configs_build_every_subsystem(name):
+  c = _config(name, "smollm2")
+  assert set(c.keys()) >= {"model", "sampling", "objective", "optim", "mesh", "data", "reward",
+                           "train", "eval", "ckpt", "log"}
+  assert c.objective.name == {"base": "grpo", "tiny": "grpo"}.get(name, name)
+  c.mesh.num_devices = 1    # as on a plain CPU (the tests see 8 simulated devices)
+  loop.check_config(c)
+  presets.build(c.objective)
+  optim.from_config(c.optim)
+  sampling.SamplingConfig(**c.sampling.to_dict())
+  assert c.reward.name in loop.REWARD_FNS
+  if name == "dapo":    # the overlong window follows the completion budget
+    c.sampling.max_new_tokens = 64
+    assert (c.objective.max_len, c.objective.cache_len) == (64, 16)
+    assert c.train.max_sampling_rounds > 1
+
+
+def test_config_arg_picks_the_model():
+  assert _config("grpo", "smollm2").model.source == "smollm2-135m-instruct"
+  assert _config("grpo", "qwen2.5-0.5b").model.source == "Qwen/Qwen2.5-0.5B-Instruct"
+  assert _config("gspo", "/models/my_folder").model.source == "/models/my_folder"
+  with pytest.raises(ValueError, match="unknown model 'gpt9'.*smollm2"):
+    _config("grpo", "gpt9")
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"objective.name": "grpoo"}, "unknown preset 'grpoo'; did you mean 'grpo'"),
+    ({"objective.eps_hgh": 0.3}, "unknown key 'eps_hgh'.*eps_high"),
+    ({"reward.name": "math"}, "unknown reward.name 'math'"),
+    ({"reward.extract": ("answer_tagg",)}, "Did you mean 'answer_tag'"),
+    ({"mesh.num_devices": -1, "mesh.fsdp": 3}, "fsdp=3 x tensor=1 = 3 devices, but 8 are"),
+    ({"mesh.num_devices": 16}, "num_devices=16, but 8 devices"),
+    ({"train.prompts_per_step": 3, "train.num_minibatches": 2}, "does not split into"),
+    ({"train.num_micro_batches": 3}, "micro"),
+    ({"data.eval_size": 0, "eval.every_steps": 5}, "needs held-out prompts"),
+])
+def test_bad_configs_fail_at_start_naming_the_key(override, message):
+  c = _config("tiny")
+  for path, value in override.items():
+    section, key = path.split(".")
+    c[section][key] = value
+  with pytest.raises(ValueError, match=message):
+    loop.check_config(c)
+
+
+def test_unwritable_workdir_fails_at_start(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  with pytest.raises(ValueError, match="is not writable.*--workdir"):
+    loop.check_config(_config("tiny"), str(blocker / "run"))
 
 
 def _tiny_config(num_steps):
@@ -146,3 +188,39 @@ def test_dynamic_sampling_refills_with_informative_groups():
   prompts = np.asarray(comps.prompt_tokens).reshape(4, g, -1)
   assert (prompts == prompts[:, :1]).all()                     # rows stay whole groups
   assert [e.answer for e in examples[::g]] == [e.answer for e in examples[1::g]]
+
+
+def test_periodic_eval_scores_held_out_prompts_with_the_current_params(tmp_path):
+  """eval.every_steps=1: greedy accuracy before training and after each iteration, equal to
+  `eval.evaluate` run separately on the held-out split with the initial and the final params."""
+  from jaxrl_llm import data, eval as ev, rewards
+  c, _, tokenizer = _tiny_config(2)
+  c.eval.every_steps = 1
+  c.ckpt.every_steps = 10
+  history, state = loop.train_and_evaluate(c, str(tmp_path / "run"), tokenizer=tokenizer,
+                                           reward=byte_parity_reward)
+  assert [r["step"] for r in history] == [0, 1, 2]
+  assert all("eval/accuracy_greedy" in r for r in history)
+  assert "reward/mean" not in history[0] and "time/eval" in history[-1]
+  initial, _ = loop.load_model(c.model, tokenizer)
+
+  def separately(params):
+    source = data.make_source(c.data.source, split="eval", eval_size=c.data.eval_size,
+                              shuffle=False, num_epochs=1)
+    result = ev.evaluate(initial, tokenizer, source, byte_parity_reward,
+                         num_prompts=c.eval.num_prompts, n=0,
+                         max_new_tokens=c.sampling.max_new_tokens,
+                         max_prompt_tokens=c.data.max_prompt_tokens,
+                         batch_size=c.eval.batch_size,
+                         answer_fn=rewards.AnswerExtractor(tuple(c.reward.extract)),
+                         num_workers=0, progress=False, params=params)
+    return result
+  before, after = separately(initial.params()), separately(state.params)
+  assert history[0]["eval/accuracy_greedy"] == before.metrics["accuracy/greedy"]
+  assert history[-1]["eval/accuracy_greedy"] == after.metrics["accuracy/greedy"]
+  assert history[-1]["eval/length_mean"] == after.metrics["length/mean"]
+  # Held out: none of the evaluated questions is among the training split's.
+  train = data.make_source(c.data.source, split="train", eval_size=c.data.eval_size,
+                           num_epochs=1)
+  train_questions = {e.question for e in train}
+  assert not train_questions & {r["question"] for r in after.records}

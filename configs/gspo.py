@@ -1,0 +1,28 @@
+"""GSPO (Zheng et al., arXiv 2507.18071): sequence-level importance ratio and clipping.
+
+  python launch/train.py --config=configs/gspo.py:smollm2 --workdir=runs/gspo
+
+The paper splits each rollout batch into several minibatches (off-policy updates), which is where
+its sequence-level clipping matters: two minibatches of whole groups here.
+"""
+import importlib.util
+import pathlib
+
+import ml_collections
+
+from jaxrl_llm.objectives import presets
+
+
+def _base():
+  spec = importlib.util.spec_from_file_location(
+      "jaxrl_llm_configs_base", pathlib.Path(__file__).with_name("base.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = _base().get_config(arg)
+  c.objective = presets.default_config("gspo")
+  c.train.num_minibatches = 2
+  return c
