@@ -2,8 +2,8 @@
 
   python launch/train.py --config=configs/gspo.py:smollm2 --workdir=runs/gspo
 
-The paper splits each rollout batch into several minibatches (off-policy updates), which is where
-its sequence-level clipping matters: two minibatches of whole groups here.
+The paper splits each rollout batch into four minibatches (off-policy updates after the first),
+which is where its sequence-level clipping matters: four minibatches of whole groups here.
 """
 import importlib.util
 import pathlib
@@ -24,5 +24,6 @@ def _base():
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = _base().get_config(arg)
   c.objective = presets.default_config("gspo")
-  c.train.num_minibatches = 2
+  c.train.num_minibatches = 4
+  c.train.num_micro_batches = 1     # 16 rows per minibatch
   return c

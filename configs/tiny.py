@@ -36,6 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.prompts_per_step = 4
   c.train.num_updates = 2
   c.train.num_minibatches = 2
+  c.train.num_micro_batches = 1
+  c.train.remat = False
   c.train.chunk_size = 8
   c.log.progress = False
+  c.ckpt.export_hf = False
   return c

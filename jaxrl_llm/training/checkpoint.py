@@ -10,6 +10,7 @@ skip counter), so a resumed run continues exactly where the saved one was. If th
 checkpoint cannot be read (a partial or corrupt write), the previous one is used, with a warning.
 """
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,8 +54,10 @@ class Checkpointer:
   def __init__(self, directory: str, *, keep: int = 3):
     if keep < 1:
       raise ValueError(f"ckpt keep must be >= 1; got {keep}.")
+    # orbax needs an absolute path (a relative one fails at the first save, after a whole
+    # iteration has run): resolve it against the working directory now.
     self.manager = ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        os.path.abspath(directory), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
   def save(self, step: int, state: TrainState, extra: Mapping[str, Any] | None = None,
            *, wait: bool = False) -> None:

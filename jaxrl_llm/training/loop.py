@@ -16,7 +16,8 @@ One iteration, for `train.num_steps` iterations:
      `<workdir>/tb` with `log.tensorboard`), a progress bar with `log.progress`;
   7. every `ckpt.every_steps` iterations and at the end, a checkpoint of the state and the data
      cursor in `<workdir>/ckpt` (keep `ckpt.keep`). A run started in a workdir that holds one
-     resumes from it: same keys, same data, so it continues as if it had not stopped;
+     resumes from it: same keys, same data, so it continues as if it had not stopped. At the
+     end (`ckpt.export_hf`) the policy is also written as a Hugging Face folder `<workdir>/hf`;
   8. every `eval.every_steps` iterations, at the end, and (`eval.at_start`) before the first
      update: greedy accuracy on the first `eval.num_prompts` held-out prompts (`data.eval_size`
      items of the source set aside from training), logged as `eval/*` in the same JSONL.
@@ -323,11 +324,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     writer.close()
   ckpt.wait()
   ckpt.close()
+  if config.ckpt.export_hf and history:
+    export_hf(model, tokenizer, state.params, os.path.join(workdir, "hf"))
   if history:
     logging.info("%s", _summary(history))
     if config.log.progress:
       print(_summary(history), flush=True)
   return history, state
+
+
+def export_hf(model: models.Transformer, tokenizer: Any, params: Any, folder: str) -> None:
+  """Writes the trained policy as a Hugging Face folder (safetensors, config, tokenizer) that
+  transformers, `models.from_pretrained` and `launch/eval.py --model=<folder>` load. All
+  processes gather the parameters; process 0 writes."""
+  host_params = jax.tree.map(_host, params)
+  if jax.process_index() == 0:
+    models.save_pretrained(models.Transformer(model.config, host_params), tokenizer, folder)
+    logging.info("exported the policy to %s", folder)
 
 
 def _progress(r: dict[str, float]) -> str:

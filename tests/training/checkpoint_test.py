@@ -60,3 +60,18 @@ def test_without_reference_params(tmp_path):
   assert step == 7 and extra == {} and restored.ref_params is None
   _assert_same(restored, state)
   assert Checkpointer(str(tmp_path / "empty"), keep=1).restore_latest(state) is None
+
+
+def test_relative_directory_saves_and_restores(tmp_path, monkeypatch):
+  """`--workdir=runs/x` is relative: orbax wants absolute paths, so the Checkpointer resolves it
+  (the default run once failed at its final save for this)."""
+  monkeypatch.chdir(tmp_path)
+  state, shardings = _state(1)
+  ckpt = Checkpointer("runs/rel/ckpt", keep=1)
+  ckpt.save(3, state, {"data": {"index": 5}}, wait=True)
+  ckpt.close()
+  assert (tmp_path / "runs" / "rel" / "ckpt" / "3").is_dir()
+  like, shardings = _state(0)
+  step, restored, extra = Checkpointer("runs/rel/ckpt").restore_latest(like, shardings)
+  assert step == 3 and extra["data"] == {"index": 5}
+  _assert_same(restored, state)

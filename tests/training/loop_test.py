@@ -190,15 +190,23 @@ def test_dynamic_sampling_refills_with_informative_groups():
   assert [e.answer for e in examples[::g]] == [e.answer for e in examples[1::g]]
 
 
-def test_periodic_eval_scores_held_out_prompts_with_the_current_params(tmp_path):
+def test_periodic_eval_and_hf_export(tmp_path):
   """eval.every_steps=1: greedy accuracy before training and after each iteration, equal to
-  `eval.evaluate` run separately on the held-out split with the initial and the final params."""
+  `eval.evaluate` run separately on the held-out split with the initial and the final params;
+  ckpt.export_hf: the final policy as an HF folder."""
   from jaxrl_llm import data, eval as ev, rewards
   c, _, tokenizer = _tiny_config(2)
   c.eval.every_steps = 1
   c.ckpt.every_steps = 10
+  c.ckpt.export_hf = True
   history, state = loop.train_and_evaluate(c, str(tmp_path / "run"), tokenizer=tokenizer,
                                            reward=byte_parity_reward)
+  # The exported HF folder holds the final policy (and loads with its tokenizer).
+  from jaxrl_llm import models
+  exported, exported_tokenizer = models.from_pretrained(str(tmp_path / "run" / "hf"))
+  for x, y in zip(jax.tree.leaves(exported.params()), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert exported_tokenizer is not None and len(exported_tokenizer) == len(tokenizer)
   assert [r["step"] for r in history] == [0, 1, 2]
   assert all("eval/accuracy_greedy" in r for r in history)
   assert "reward/mean" not in history[0] and "time/eval" in history[-1]
