@@ -157,6 +157,26 @@ def _empty_batch(rows: int, width: int, group_size: int) -> RolloutBatch:
                       prompt_len=1)
 
 
+def likelihood_metrics(logp: np.ndarray, mask: np.ndarray, rewards: np.ndarray,
+                       threshold: float = 1.0) -> dict[str, float]:
+  """Log-likelihood of the iteration's samples under the policy that sampled them, split by
+  correctness (reward >= `threshold`): `likelihood/correct_token_logp` (mean over correct rows of
+  their mean per-token logp), `likelihood/correct_seq_logp` (mean summed logp) and
+  `likelihood/incorrect_token_logp`. A split with no rows is left out. LLDS's curve: the
+  likelihood of correct responses over training (arXiv 2512.04220)."""
+  mask = mask.astype(np.float64)
+  seq = (logp * mask).sum(-1)
+  token = seq / np.maximum(mask.sum(-1), 1.0)
+  correct = rewards >= threshold
+  out = {}
+  if correct.any():
+    out["likelihood/correct_token_logp"] = float(token[correct].mean())
+    out["likelihood/correct_seq_logp"] = float(seq[correct].mean())
+  if (~correct).any():
+    out["likelihood/incorrect_token_logp"] = float(token[~correct].mean())
+  return out
+
+
 def _mean_dicts(dicts: list[dict[str, Any]]) -> dict[str, float]:
   return {k: float(np.mean([float(d[k]) for d in dicts])) for k in dicts[0]}
 
@@ -303,6 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 **{f"train/{k}": v for k, v in train_metrics.items()},
                 **sampling_metrics,
                 **source.metrics(),
+                **likelihood_metrics(_host(comps.logp), _host(comps.mask), scores),
                 "completion/mean_length": float(lengths.mean()),
                 "completion/truncated_frac": float(_host(comps.truncated).mean()),
                 "time/train": t3 - t2,
