@@ -7,6 +7,10 @@ k micro-batches give exactly the gradient of the full-batch mean, for every aggr
 
 A step whose loss or gradient is not finite leaves the parameters, optimizer state and objective
 state as they were and increments `state.skipped`; `state.step` advances either way.
+
+Randomness (`ctx.rng`, e.g. NSR's rescue draws): every step splits `state.rng` (so each update
+and minibatch gets a fresh key, skipped steps included) and micro-batch j of a step sees
+`fold_in(step key, j)`, so no two micro-batches or steps draw the same noise.
 """
 import functools
 from collections.abc import Callable

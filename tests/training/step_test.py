@@ -232,3 +232,37 @@ def test_hidden_state_objective_gets_hidden_and_unembedding(rolled):
       objective=objective, num_micro_batches=2))(params, batch)
   assert np.isfinite(float(loss)) and optax_norm(grads) > 0
   assert any(k.startswith("thr/") for k in metrics)
+
+
+def _draw_recorder(num_calls):
+  """A loss transform that writes one uniform draw from `ctx.rng` per call into its state."""
+  def init_fn(ctx):
+    del ctx
+    return jnp.zeros((), jnp.int32), jnp.full((num_calls,), -1.0)
+
+  def update_fn(ctx, state):
+    i, draws = state
+    return ctx, (i + 1, draws.at[i].set(jax.random.uniform(ctx.rng)))
+  return ob.LossTransform(init_fn, update_fn, frozenset(), "loss")
+
+
+def test_every_micro_batch_and_step_draws_its_own_noise():
+  """Transforms that draw from ctx.rng (NSR's rescue) get a fresh key per micro-batch and per
+  optimizer step: 2 steps x 4 micro-batches make 8 different draws. Reusing the step's key
+  across micro-batches, or `state.rng` across steps, would repeat draws."""
+  k, steps = 4, 2
+  objective = ob.Objective(
+      rollout=ob.chain(ob.group_advantage("group")),
+      loss=ob.chain(ob.ppo_clip(0.2, 0.2), _draw_recorder(k * steps),
+                    ob.aggregate("token_mean"))).check()
+  optimizer = training.optim.optimizer(learning_rate=1e-3, eps=1e-6)
+  state, shardings, batch = prepared(objective, random_batch(0, 4, 4), tiny_params(0),
+                                     optimizer=optimizer)
+  step = training.jit_train_step(one_device_mesh(), shardings, model_config=TINY,
+                                 objective=objective, optimizer=optimizer, num_micro_batches=k)
+  for _ in range(steps):
+    state, _ = step(state, batch)
+  calls, draws = state.objective_state.loss[1]
+  draws = np.asarray(draws)
+  assert int(calls) == k * steps and draws.min() >= 0.0
+  assert len(set(draws.tolist())) == k * steps, draws
