@@ -25,7 +25,9 @@ With `train.max_sampling_rounds` > 1, steps 1-3 repeat (DAPO's dynamic sampling,
 changes the batch size and so cannot live in jit) until `prompts_per_step` groups with unequal
 rewards are collected; short of that, uniform groups fill the batch (the objective's in-jit filter
 then masks them). `train.ref_refresh_steps` > 0 copies the policy into the reference every that
-many iterations.
+many iterations. An objective with a `reference_refresh` transform (OWPO's ratchet) gets the same
+copy right after each optimizer step its state marks as due (`objectives.refresh_due`, read on
+device: no extra host sync); `ref/refreshed` counts an iteration's refreshes of either kind.
 
 Host/device traffic: the loop synchronises once per iteration anyway (the sampled tokens must be
 decoded to text for the rewards), so metrics are pulled right after the updates rather than one
@@ -48,16 +50,18 @@ import tensorboardX
 import tqdm
 
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxrl_llm import data, models, parallel, rewards, sampling
 from jaxrl_llm import eval as eval_lib
-from jaxrl_llm.objectives import LossContext, presets
+from jaxrl_llm.objectives import LossContext, RefreshState, presets, refresh_due
 from jaxrl_llm.training import optim
 from jaxrl_llm.training.batch import (
     RolloutBatch, concat_completions, from_completions, group_minibatches, informative_groups,
     take_rows)
 from jaxrl_llm.training.checkpoint import Checkpointer
 from jaxrl_llm.training.rollout import jit_rollout
+from jaxrl_llm.training.state import TrainState
 from jaxrl_llm.training.step import init_train_state, jit_train_step
 
 REWARD_FNS = {"reasoning_gym": rewards.reasoning_gym_reward,
@@ -157,6 +161,25 @@ def _empty_batch(rows: int, width: int, group_size: int) -> RolloutBatch:
                       prompt_len=1)
 
 
+def has_reference_refresh(objective_state: Any) -> bool:
+  """Whether the objective holds a `reference_refresh` (OWPO's ratchet) anywhere in its state."""
+  leaves = jax.tree.leaves(objective_state, is_leaf=lambda x: isinstance(x, RefreshState))
+  return any(isinstance(x, RefreshState) for x in leaves)
+
+
+def refresh_reference(state: TrainState) -> tuple[TrainState, jax.Array]:
+  """π_ref ← π_θ when the objective's `reference_refresh` state says so now. Pure; jit it.
+
+  Call it after every optimizer step: `refresh_due` is true in the state the step at which it
+  fires (`ctx.step` a positive multiple of K) returns, so the reference becomes the policy right
+  after that update, and the rollout of the next batch scores `ref_logp` with it.
+  Returns (state, 1.0 if it refreshed else 0.0).
+  """
+  due = refresh_due(state.objective_state)
+  ref = jax.lax.cond(due, lambda p, r: p, lambda p, r: r, state.params, state.ref_params)
+  return state.replace(ref_params=ref), due.astype(jnp.float32)
+
+
 def likelihood_metrics(logp: np.ndarray, mask: np.ndarray, rewards: np.ndarray,
                        threshold: float = 1.0) -> dict[str, float]:
   """Log-likelihood of the iteration's samples under the policy that sampled them, split by
@@ -253,6 +276,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   step_fn = jit_train_step(mesh, shardings, model_config=model.config, objective=objective,
                            optimizer=optimizer, num_micro_batches=t.num_micro_batches,
                            temperature=scfg.temperature, chunk_size=t.chunk_size, remat=t.remat)
+  refresh_fn = None
+  if has_reference_refresh(obj_state):
+    if ref_params is None:
+      raise ValueError("the objective has a reference_refresh (OWPO's ratchet) but no transform "
+                       "reads ref_logp, so there is no reference to refresh: add one that does "
+                       "(owpo_weights, kl_penalty) or drop reference_refresh.")
+    refresh_fn = jax.jit(refresh_reference, out_shardings=(shardings, NamedSharding(mesh, P())),
+                         donate_argnums=(0,))
   roll = None
   train_source, eval_source = _sources(config.data)
   source = data.TokenizedSource(train_source, tokenizer, config.data.max_prompt_tokens)
@@ -310,13 +341,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                            temperature=scfg.temperature,
                            recompute_old_logp=t.recompute_old_logp, chunk_size=t.chunk_size)
       state, batch, rollout_metrics = roll(state, batch)
-      train_metrics = []
+      train_metrics, refreshed = [], []
       for u in range(t.num_updates):
         shuffle = jax.random.fold_in(key, 2 * it + 1)
         for mb in group_minibatches(batch, t.num_minibatches, jax.random.fold_in(shuffle, u)):
           state, m = step_fn(state, mb)
           train_metrics.append(m)
+          if refresh_fn is not None:
+            state, r = refresh_fn(state)
+            refreshed.append(r)
       train_metrics = _mean_dicts(jax.device_get(train_metrics))
+      num_refreshed = float(np.sum(jax.device_get(refreshed))) if refreshed else 0.0
+      refresh = t.ref_refresh_steps and (it + 1) % t.ref_refresh_steps == 0
+      if state.ref_params is not None and refresh:
+        state = state.replace(ref_params=jax.tree.map(jnp.copy, state.params))
+        num_refreshed += 1.0
       t3 = time.perf_counter()
       record = {"step": it + 1, "train_steps": int(state.step),
                 **{k: float(v) for k, v in jax.device_get(rollout_metrics).items()},
@@ -328,6 +367,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 "completion/truncated_frac": float(_host(comps.truncated).mean()),
                 "time/train": t3 - t2,
                 "tokens_per_s": float(lengths.sum()) / max(t3 - t0, 1e-9)}
+      if state.ref_params is not None:
+        record["ref/refreshed"] = num_refreshed
       if evaluating and ((it + 1) % config.eval.every_steps == 0 or it + 1 == t.num_steps):
         t4 = time.perf_counter()
         record.update(run_eval(it + 1))
@@ -335,9 +376,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       history.append(record)
       write(record)
       bar.set_postfix_str(_progress(record))
-      refresh = t.ref_refresh_steps and (it + 1) % t.ref_refresh_steps == 0
-      if state.ref_params is not None and refresh:
-        state = state.replace(ref_params=jax.tree.map(jnp.copy, state.params))
       if (it + 1) % config.ckpt.every_steps == 0 or it + 1 == t.num_steps:
         ckpt.save(it + 1, state, {"data": source.state()})
   bar.close()
