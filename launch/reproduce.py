@@ -16,7 +16,7 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from jaxrl_llm.eval import reproduce  # noqa: E402
 
@@ -64,6 +64,8 @@ def _print_configs(spec, scale, extra, seeds) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:   # the runs' progress bars, not orbax's INFO lines
+    logging.set_verbosity(logging.WARNING)
   if _TABLE.value is None:
     _usage_exit(f"pass --table=<name>; registered tables: {', '.join(sorted(reproduce.TABLES))}")
   spec = reproduce.get_table(_TABLE.value)
@@ -89,9 +91,13 @@ def main(argv):
   if _SCALE.value == "cpu":
     print(f"[{spec.name}] estimated {reproduce.estimate_minutes(spec, scale, seeds):.0f} min on "
           "2 CPU cores", flush=True)
-  table_md = reproduce.run_table(spec, _SCALE.value, _WORKDIR.value, seeds=seeds, extra=extra,
-                                 keep_checkpoints=_KEEP_CKPT.value,
-                                 log=lambda m: print(m, flush=True))
+  from jaxrl_llm import models  # pylint: disable=g-import-not-at-top
+  try:
+    table_md = reproduce.run_table(spec, _SCALE.value, _WORKDIR.value, seeds=seeds,
+                                   extra=extra, keep_checkpoints=_KEEP_CKPT.value,
+                                   log=lambda m: print(m, flush=True))
+  except models.ModelLoadError as e:
+    _usage_exit(f"{e} For a local copy of the paper's model: --override=model.source=<folder>.")
   print(f"wrote {table_md}")
 
 
