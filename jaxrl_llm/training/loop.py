@@ -271,17 +271,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   params = model.params()
   ref_params = (jax.tree.map(jnp.copy, params) if "ref_logp" in objective.requires else None)
   obj_state = objective.init(_empty_batch(p * g, scfg.max_new_tokens, g).ctx)
+  refreshing = has_reference_refresh(obj_state)
+  if refreshing and ref_params is None:
+    raise ValueError("the objective has a reference_refresh (OWPO's ratchet) but no transform "
+                     "reads ref_logp, so there is no reference to refresh: add one that does "
+                     "(owpo_weights, kl_penalty) or drop reference_refresh.")
   state, shardings = init_train_state(params, optimizer, jax.random.fold_in(key, 1), mesh,
                                       objective_state=obj_state, ref_params=ref_params)
   step_fn = jit_train_step(mesh, shardings, model_config=model.config, objective=objective,
                            optimizer=optimizer, num_micro_batches=t.num_micro_batches,
                            temperature=scfg.temperature, chunk_size=t.chunk_size, remat=t.remat)
   refresh_fn = None
-  if has_reference_refresh(obj_state):
-    if ref_params is None:
-      raise ValueError("the objective has a reference_refresh (OWPO's ratchet) but no transform "
-                       "reads ref_logp, so there is no reference to refresh: add one that does "
-                       "(owpo_weights, kl_penalty) or drop reference_refresh.")
+  if refreshing:
     refresh_fn = jax.jit(refresh_reference, out_shardings=(shardings, NamedSharding(mesh, P())),
                          donate_argnums=(0,))
   roll = None
