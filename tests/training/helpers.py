@@ -123,6 +123,24 @@ def byte_mean_reward(completion: str, example) -> float:
   return sum(raw) / (255.0 * len(raw)) if raw else 0.0
 
 
+def byte_parity_reward(completion: str, example) -> float:
+  """1 when the completion's byte sum is even: a binary verifier a random model passes about half
+  the time, so a group of n holds correct and incorrect samples with probability 1 − 2^(1−n)."""
+  del example
+  return float(sum(completion.encode("utf-8", "replace")) % 2 == 0)
+
+
+def load_config(name: str, arg=None):
+  """`configs/<name>.py`'s `get_config(arg)`, loaded by path as launch/train.py does."""
+  import importlib.util
+  import pathlib
+  path = pathlib.Path(__file__).resolve().parents[2] / "configs" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
 def byte_mean_reward_hanging_after(completion: str, example, *, marker: str) -> float:
   """`byte_mean_reward`, except that it hangs once `marker` (a file) has content: lets a test
   stop a run in the middle of an iteration, the way a crash or a pre-emption would."""

@@ -15,7 +15,7 @@ import pytest
 from jaxrl_llm import parallel, sampling, training
 from jaxrl_llm.objectives import presets
 from jaxrl_llm.training import loop, optim
-from tests.training.helpers import byte_mean_reward, byte_tokenizer
+from tests.training.helpers import byte_mean_reward, byte_parity_reward, byte_tokenizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -28,7 +28,16 @@ def _config(name: str, arg=None):
   return module.get_config(arg)
 
 
-@pytest.mark.parametrize("name", ["base", "tiny", "grpo", "dapo", "dr_grpo", "gspo"])
+SEED_CONFIGS = ["grpo_llds", "gspo_llds", "dapo_nsr", "gspo_nsr", "owpo", "dapo_lowprob",
+                "dapo_divergence", "unlikeliness", "fipo", "grpo_thr"]    # one per seed preset
+CONFIG_NAMES = ["base", "tiny", "grpo", "dapo", "dr_grpo", "gspo", *SEED_CONFIGS]
+
+
+def test_every_config_file_is_built_below():
+  assert sorted(p.stem for p in CONFIGS.glob("*.py")) == sorted(CONFIG_NAMES)
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_configs_build_every_subsystem(name):
   c = _config(name, "smollm2")
   assert set(c.keys()) >= {"model", "sampling", "objective", "optim", "mesh", "data", "reward",
@@ -40,7 +49,7 @@ def test_configs_build_every_subsystem(name):
   optim.from_config(c.optim)
   sampling.SamplingConfig(**c.sampling.to_dict())
   assert c.reward.name in loop.REWARD_FNS
-  if name == "dapo":    # the overlong window follows the completion budget
+  if "max_len" in c.objective:    # DAPO-based: the overlong window follows the completion budget
     c.sampling.max_new_tokens = 64
     assert (c.objective.max_len, c.objective.cache_len) == (64, 16)
     assert c.train.max_sampling_rounds > 1
@@ -160,12 +169,6 @@ reward = functools.partial(helpers.byte_mean_reward_hanging_after,
                            marker={workdir!r} + "/metrics.jsonl")
 loop.train_and_evaluate(c, {workdir!r}, tokenizer=tokenizer, reward=reward)
 """
-
-
-def byte_parity_reward(completion: str, example) -> float:
-  """1 when the completion's byte sum is even: a group of 2 is uniform about half the time."""
-  del example
-  return float(sum(completion.encode("utf-8", "replace")) % 2 == 0)
 
 
 def test_dynamic_sampling_refills_with_informative_groups():
