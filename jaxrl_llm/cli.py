@@ -42,8 +42,12 @@ def generate(*, model: str, prompts: list[str], max_new_tokens: int = 64, temper
 
 def evaluate(*, model: str, data: str, num_prompts: int, n: int, ks: list[int], temperature: float,
              max_new_tokens: int, reward: str, extract: list[str], batch_size: int, seed: int,
-             output: str | None):
-  """Loads a model and a prompt source, evaluates, prints the table, writes JSON if asked."""
+             output: str | None, base_model: str | None = None, gamma: float = 0.5):
+  """Loads a model and a prompt source, evaluates, prints the table, writes JSON if asked.
+
+  With `base_model` (the checkpoint `model` was RL-trained from), evaluates the test-time
+  extrapolation (1 + gamma)·z_model − gamma·z_base instead (`sampling.extrapolation`).
+  """
   from jaxrl_llm import data as data_lib
   from jaxrl_llm import eval as eval_lib
   from jaxrl_llm import rewards as rewards_lib
@@ -56,13 +60,18 @@ def evaluate(*, model: str, data: str, num_prompts: int, n: int, ks: list[int], 
   lm, tokenizer = models.from_pretrained(model)
   if tokenizer is None:
     raise ValueError(f"{model} has no tokenizer; evaluation needs one to build chat prompts.")
+  base = None
+  if base_model:
+    base, _ = models.from_pretrained(base_model)
   source = data_lib.make_source(data)
   # maj@k votes on the answers the reward itself extracts (same modes), not on the default modes.
   result = eval_lib.evaluate(lm, tokenizer, source, rewards_by_name[reward](modes=extract),
                              answer_fn=rewards_lib.AnswerExtractor(modes=tuple(extract)),
                              num_prompts=num_prompts, n=n, ks=ks, temperature=temperature,
-                             max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
-  print(f"\n{model} on {data} ({int(result.metrics['num_prompts'])} prompts, n={n}, "
+                             max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                             base_model=base, gamma=gamma)
+  name = f"{model} extrapolated from {base_model} (gamma={gamma})" if base else model
+  print(f"\n{name} on {data} ({int(result.metrics['num_prompts'])} prompts, n={n}, "
         f"T={temperature})\n{result.table()}")
   if output:
     print(f"wrote {result.save(output)}")

@@ -3,6 +3,10 @@
   python launch/eval.py                                        # embedded SmolLM2 on chain_sum
   python launch/eval.py --data="hf:/data/gsm8k.jsonl?preset=gsm8k" --reward=math_verify \
       --model=/path/to/checkpoint --n=16 --k=1 --k=4 --k=16 --output=runs/eval.json
+  python launch/eval.py --model=runs/dapo_lowprob/hf --base_model=smollm2-135m-instruct --gamma=0.5
+
+`--base_model` evaluates the test-time extrapolation of `--model` away from the model it was
+trained from, logits (1 + gamma)·z_model − gamma·z_base ("On the Direction of RLVR Updates").
 """
 import os
 import sys
@@ -30,6 +34,10 @@ _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 128, "Completion length limit.
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Prompts per sampling call.")
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
 _OUTPUT = flags.DEFINE_string("output", None, "Write metrics and completions as JSON here.")
+_BASE_MODEL = flags.DEFINE_string("base_model", None,
+                                  "The model --model was RL-trained from: sample the test-time "
+                                  "extrapolation (1 + gamma)·z_model - gamma·z_base.")
+_GAMMA = flags.DEFINE_float("gamma", 0.5, "Extrapolation strength with --base_model (0: --model).")
 
 
 def main(argv):
@@ -37,7 +45,7 @@ def main(argv):
   cli.evaluate(model=_MODEL.value, data=_DATA.value, num_prompts=_NUM_PROMPTS.value, n=_N.value,
                ks=_K.value, temperature=_TEMPERATURE.value, max_new_tokens=_MAX_NEW.value,
                reward=_REWARD.value, extract=_EXTRACT.value, batch_size=_BATCH.value, seed=_SEED.value,
-               output=_OUTPUT.value)
+               output=_OUTPUT.value, base_model=_BASE_MODEL.value, gamma=_GAMMA.value)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ the cheap check the trainer runs periodically on held-out prompts.
 """
 
 import dataclasses
+import functools
 import itertools
 import json
 import pathlib
@@ -49,7 +50,7 @@ def evaluate(model, tokenizer, source: Iterable, reward, *, num_prompts: int, n:
              max_prompt_tokens: Optional[int] = None, batch_size: int = 8, seed: int = 0,
              answer_fn=None, correct_threshold: float = 1.0, timeout_s: float = 10.0,
              num_workers: Optional[int] = None, progress: bool = True, params=None,
-             mesh=None) -> EvalResult:
+             mesh=None, base_model=None, gamma: float = 0.5) -> EvalResult:
   """Evaluates `model` on the first `num_prompts` prompts of `source` (see the module docstring).
 
   Args:
@@ -59,6 +60,8 @@ def evaluate(model, tokenizer, source: Iterable, reward, *, num_prompts: int, n:
     answer_fn: extracts the answer maj@k votes on (default `rewards.AnswerExtractor()`).
     params, mesh: parameters to sample with instead of the model's (the trainer's), and their
       mesh (`sampling.sample`).
+    base_model, gamma: evaluate the test-time extrapolation of `model` away from `base_model`,
+      logits (1 + gamma)·z_model − gamma·z_base (`sampling.extrapolation`), greedy and sampled.
   """
   if n < 0:
     raise ValueError(f"n={n} must be >= 0 (0: greedy accuracy only).")
@@ -70,6 +73,10 @@ def evaluate(model, tokenizer, source: Iterable, reward, *, num_prompts: int, n:
   prompts = list(itertools.islice(encoded, num_prompts))
   if not prompts:
     raise ValueError("The source yielded no prompts to evaluate.")
+  if base_model is None:
+    sample = functools.partial(sampling.sample, model)
+  else:
+    sample = sampling.extrapolation(model, base_model, gamma)
   answer_fn = answer_fn or rewards_lib.AnswerExtractor()
   runner = rewards_lib.RewardRunner(reward, answer_fn=answer_fn, timeout_s=timeout_s,
                                     num_workers=num_workers)
@@ -83,14 +90,12 @@ def evaluate(model, tokenizer, source: Iterable, reward, *, num_prompts: int, n:
     for start in tqdm.trange(0, len(prompts), batch_size, desc="eval", disable=not progress):
       batch = prompts[start:start + batch_size]
       ids = [p.tokens for p in batch]
-      greedy = _decode(tokenizer, sampling.sample(model, ids, key, greedy_cfg, params=params,
-                                                  mesh=mesh))
+      greedy = _decode(tokenizer, sample(ids, key, greedy_cfg, params=params, mesh=mesh))
       key, sub = jax.random.split(key)
       examples = [p.example for p in batch]
       g_scores = runner.score(greedy["texts"], examples)
       if n:
-        sampled = _decode(tokenizer, sampling.sample(model, ids, sub, sample_cfg, params=params,
-                                                     mesh=mesh))
+        sampled = _decode(tokenizer, sample(ids, sub, sample_cfg, params=params, mesh=mesh))
         s_scores = runner.score(sampled["texts"], [e for e in examples for _ in range(n)])
       else:   # greedy only: its completions stand in for the samples' length statistics
         sampled, s_scores = greedy, g_scores

@@ -2,7 +2,7 @@
 
 from jaxrl_llm.sampling import processors
 from jaxrl_llm.sampling.sampler import (
-    DEFAULT_BUCKETS, Completions, SamplingConfig, generate, pad_prompts, sample)
+    DEFAULT_BUCKETS, Completions, SamplingConfig, extrapolation, generate, pad_prompts, sample)
 
-__all__ = ["Completions", "DEFAULT_BUCKETS", "SamplingConfig", "generate", "pad_prompts",
-           "processors", "sample"]
+__all__ = ["Completions", "DEFAULT_BUCKETS", "SamplingConfig", "extrapolation", "generate",
+           "pad_prompts", "processors", "sample"]

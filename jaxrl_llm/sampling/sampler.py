@@ -4,11 +4,13 @@
 left-padded to a length bucket (so compilations stay few) and repeated `n` times, group-major: rows
 i·n … i·n+n−1 are the n completions of prompt i. The decode loop runs chunks of `decode_chunk` scan
 steps inside a `lax.while_loop` that exits once every row has emitted a stop token.
+`extrapolation(rl_model, base_model, gamma)` is `sample` bound to two models for test-time
+extrapolation (logits (1 + γ)·z_RL − γ·z_base).
 """
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.struct
 import jax
@@ -136,6 +138,45 @@ def sample(model, prompts: Sequence[Sequence[int]], key: jax.Array, config: Samp
     base_params = (base_model.params(), base_model.config)
   return generate(params, mconfig, jnp.asarray(tokens), jnp.asarray(mask), key, config,
                   base=base_params, gamma=gamma)
+
+
+def extrapolation(rl_model, base_model, gamma: float = 0.5) -> Callable[..., Completions]:
+  """Test-time extrapolation along the RL update, as a sampler: `sample` bound to two models.
+
+  From "On the Direction of RLVR Updates" (Δlog p, arXiv 2603.22117; spec seed_methods.md §5):
+  decoding from the RL model pushed further along the direction RL moved it from its base,
+    logits = (1 + γ)·z_RL − γ·z_base      (then temperature and top-k / top-p / min-p)
+  (`processors.extrapolate`), training-free. γ = 0 is the RL model; γ > 0 extrapolates (γ < 0
+  interpolates towards the base, γ = −1 is the base). Default γ = 0.5, the spec's proposal: the
+  paper's value was not reachable (a reconstruction; sweep {0.1, 0.25, 0.5, 1.0}). Costs a second
+  forward pass (the base model's, with its own KV cache) per decode step.
+
+    sample = sampling.extrapolation(rl_model, base_model, gamma=0.5)
+    out = sample(prompts, jax.random.key(0), SamplingConfig(max_new_tokens=64, n=8))
+
+  Args:
+    rl_model: the RL-trained `models.Transformer` (z_RL).
+    base_model: the model it was trained from (z_base); same vocabulary.
+    gamma: extrapolation strength γ.
+  Returns:
+    `fn(prompts, key, config, *, params=None, mesh=None, data_axes=...) -> Completions`: `sample`'s
+    signature without the models (`params` replaces the RL model's parameters).
+  """
+  gamma = float(gamma)
+  if not np.isfinite(gamma):
+    raise ValueError(f"gamma must be a finite number (0 = the RL model alone); got {gamma}.")
+  if base_model.config.vocab_size != rl_model.config.vocab_size:
+    raise ValueError("extrapolation needs two models over the same vocabulary: rl_model has "
+                     f"{rl_model.config.vocab_size} tokens, base_model "
+                     f"{base_model.config.vocab_size}; pass the base checkpoint the RL model was "
+                     "trained from.")
+
+  def sample_extrapolated(prompts: Sequence[Sequence[int]], key: jax.Array,
+                          config: SamplingConfig, *, params=None, mesh: Mesh | None = None,
+                          data_axes: tuple[str, ...] = ("data", "fsdp")) -> Completions:
+    return sample(rl_model, prompts, key, config, params=params, mesh=mesh, data_axes=data_axes,
+                  base_model=base_model, gamma=gamma)
+  return sample_extrapolated
 
 
 def pad_prompts(prompts: Sequence[Sequence[int]], mconfig: ModelConfig, config: SamplingConfig

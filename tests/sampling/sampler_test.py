@@ -1,5 +1,6 @@
 """The scan-based sampler: HF-exact greedy, correct sampling distributions, logp, keys, meshes."""
 import dataclasses
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -183,6 +184,41 @@ def test_extrapolation(tiny):
   z_rl = np.asarray(tiny(np.asarray([[1, 2, 3]], np.int32)))[0, -1]
   z_base = np.asarray(other(np.asarray([[1, 2, 3]], np.int32)))[0, -1]
   assert int(mixed.tokens[0, 0]) == int(np.argmax(2 * z_rl - z_base))
+
+
+def test_extrapolation_helper_is_sample_with_a_base_model(tiny):
+  """`extrapolation(rl, base, gamma)` samples exactly as `sample(rl, ..., base_model=base,
+  gamma=gamma)`, greedy and at T = 1; gamma = 0 is plain sampling from the RL model."""
+  other = models.Transformer(TINY, models.init_params(TINY, jax.random.key(7), std=0.6))
+  prompts, key = [[1, 2, 3], [4, 5, 6, 7]], jax.random.key(3)
+  greedy = sampling.SamplingConfig(max_new_tokens=8, temperature=0.0)
+  plain = sampling.sample(tiny, prompts, key, greedy)
+  helper = sampling.extrapolation(tiny, other, gamma=1.5)
+  for cfg in (greedy, sampling.SamplingConfig(max_new_tokens=8, temperature=1.0, n=3)):
+    out = helper(prompts, key, cfg)
+    direct = sampling.sample(tiny, prompts, key, cfg, base_model=other, gamma=1.5)
+    np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(direct.tokens))
+    np.testing.assert_array_equal(np.asarray(out.logp), np.asarray(direct.logp))
+  # The base model really enters: greedy tokens change with gamma = 1.5, and not with gamma = 0.
+  assert not np.array_equal(np.asarray(helper(prompts, key, greedy).tokens),
+                            np.asarray(plain.tokens))
+  zero = sampling.extrapolation(tiny, other, gamma=0.0)(prompts, key, greedy)
+  np.testing.assert_array_equal(np.asarray(zero.tokens), np.asarray(plain.tokens))
+  np.testing.assert_array_equal(np.asarray(zero.logp), np.asarray(plain.logp))
+  # `params` stands in for the RL model's parameters: the base's own params give the base's logits.
+  own = helper(prompts, key, greedy, params=other.params())
+  base_alone = sampling.sample(other, prompts, key, greedy)
+  np.testing.assert_array_equal(np.asarray(own.tokens), np.asarray(base_alone.tokens))
+  assert inspect.signature(sampling.extrapolation).parameters["gamma"].default == 0.5
+
+
+def test_extrapolation_helper_rejects_bad_inputs(tiny):
+  wider = dataclasses.replace(TINY, vocab_size=16)
+  with pytest.raises(ValueError, match="same vocabulary.*12 tokens, base_model 16"):
+    sampling.extrapolation(tiny, models.Transformer(wider, models.init_params(
+        wider, jax.random.key(0))), gamma=0.5)
+  with pytest.raises(ValueError, match="gamma must be a finite number"):
+    sampling.extrapolation(tiny, tiny, gamma=float("nan"))
 
 
 # ----------------------------------------------------------------------------------- bad inputs
