@@ -27,7 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = _base().get_config(arg)
   c.objective = presets.default_config("dapo")
   budget = c.sampling.get_ref("max_new_tokens")
-  c.objective.max_len = budget
+  c.objective.max_len = budget.identity()  # one-way tie: setting max_len leaves the budget
   c.objective.cache_len = budget // 4
   c.train.max_sampling_rounds = 3     # dynamic sampling: up to 3 rounds of prompts per batch
   return c

@@ -52,6 +52,8 @@ def test_configs_build_every_subsystem(name):
   if "max_len" in c.objective:    # DAPO-based: the overlong window follows the completion budget
     c.sampling.max_new_tokens = 64
     assert (c.objective.max_len, c.objective.cache_len) == (64, 16)
+    c.objective.max_len = 100      # a one-way tie: the budget does not follow max_len
+    assert c.sampling.max_new_tokens == 64
     assert c.train.max_sampling_rounds > 1
 
 
