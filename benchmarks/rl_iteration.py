@@ -33,7 +33,6 @@ a large jitted matmul measured in the same process, before and after our run (th
   python benchmarks/rl_iteration.py --new 128
 """
 import argparse
-import importlib.util
 import os
 import pathlib
 import resource
@@ -50,7 +49,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import matmul_flops_per_s, print_table  # noqa: E402
 from benchmarks.forward import forward_flops  # noqa: E402
-from jaxrl_llm import data, models, rewards, sampling  # noqa: E402
+from jaxrl_llm import data, models, rewards, sampling, training  # noqa: E402
 from jaxrl_llm.objectives import presets  # noqa: E402
 from jaxrl_llm.training import loop  # noqa: E402
 
@@ -64,10 +63,7 @@ TARGET_MATMUL_FRACTION = 0.5
 
 def base_config():
   """`configs/base.py`'s config (loaded from its file, as configs/tiny.py does)."""
-  spec = importlib.util.spec_from_file_location("jaxrl_llm_configs_base", CONFIGS / "base.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return training.load_config(CONFIGS / "base.py")
 
 
 def first_prompts(tokenizer, count: int) -> list[data.EncodedPrompt]:

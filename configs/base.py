@@ -106,3 +106,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       export_hf=True))           # at the end, also <workdir>/hf: an HF folder launch/eval.py loads
   c.log = ml_collections.ConfigDict(dict(progress=True, tensorboard=True))
   return c
+
+
+def dapo_sampling(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """What every DAPO-based config sets beyond its preset: dynamic sampling (up to 3 rounds of
+  prompts per batch) and an overlong window that follows the completion budget one way
+  (`max_len` starts at `sampling.max_new_tokens` and the soft penalty a quarter before it;
+  setting `max_len` leaves the budget alone). The paper: 20480 and 4096 of a 20480 budget."""
+  budget = c.sampling.get_ref("max_new_tokens")
+  c.objective.max_len = budget.identity()
+  c.objective.cache_len = budget // 4
+  c.train.max_sampling_rounds = 3
+  return c

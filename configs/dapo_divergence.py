@@ -11,28 +11,22 @@ and an overlong window that follows the completion budget. The divergence is exa
 first update of a rollout batch (π_θ = π_old), where every weight is 1, so each batch is used
 for two passes (`train.num_updates`, mu = 2).
 """
-import importlib.util
 import pathlib
 
 import ml_collections
 
 from jaxrl_llm.objectives import presets
+from jaxrl_llm.training.config_files import load_config_module
 
 
 def _base():
-  spec = importlib.util.spec_from_file_location(
-      "jaxrl_llm_configs_base", pathlib.Path(__file__).with_name("base.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_config_module(pathlib.Path(__file__).with_name("base.py"))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = _base().get_config(arg)
+  base = _base()
+  c = base.get_config(arg)
   c.objective = presets.default_config("dapo_divergence")
-  budget = c.sampling.get_ref("max_new_tokens")
-  c.objective.max_len = budget.identity()  # one-way tie: setting it leaves the budget
-  c.objective.cache_len = budget // 4
-  c.train.max_sampling_rounds = 3     # dynamic sampling: up to 3 rounds of prompts per batch
+  base.dapo_sampling(c)
   c.train.num_updates = 2             # the divergence is 0 on the first update: mu >= 2
   return c

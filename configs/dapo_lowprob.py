@@ -13,27 +13,21 @@ The paper's other half, test-time extrapolation along the RL update (logits (1 +
 completion budget. The weight reads only the behaviour policy's probabilities, so it acts from
 the first update of a batch and needs no extra passes (mu = 1).
 """
-import importlib.util
 import pathlib
 
 import ml_collections
 
 from jaxrl_llm.objectives import presets
+from jaxrl_llm.training.config_files import load_config_module
 
 
 def _base():
-  spec = importlib.util.spec_from_file_location(
-      "jaxrl_llm_configs_base", pathlib.Path(__file__).with_name("base.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_config_module(pathlib.Path(__file__).with_name("base.py"))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = _base().get_config(arg)
+  base = _base()
+  c = base.get_config(arg)
   c.objective = presets.default_config("dapo_lowprob")
-  budget = c.sampling.get_ref("max_new_tokens")
-  c.objective.max_len = budget.identity()  # one-way tie: setting it leaves the budget
-  c.objective.cache_len = budget // 4
-  c.train.max_sampling_rounds = 3     # dynamic sampling: up to 3 rounds of prompts per batch
+  base.dapo_sampling(c)
   return c

@@ -10,20 +10,16 @@ held; λ = 0.2, action gate, the paper's per-response normalisation). LLDS reads
 each batch is used for two passes (`train.num_updates`, mu = 2); the paper's 512-rollout /
 256-minibatch setting gives two optimiser steps per batch for the same reason.
 """
-import importlib.util
 import pathlib
 
 import ml_collections
 
 from jaxrl_llm.objectives import presets
+from jaxrl_llm.training.config_files import load_config_module
 
 
 def _base():
-  spec = importlib.util.spec_from_file_location(
-      "jaxrl_llm_configs_base", pathlib.Path(__file__).with_name("base.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_config_module(pathlib.Path(__file__).with_name("base.py"))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -13,20 +13,16 @@ hold whole groups: `train.num_micro_batches` must divide the groups per minibatc
 (`train.prompts_per_step / train.num_minibatches`). THR reads the current pass's hidden states,
 not a ratio, so it acts from the first update of a batch and needs no extra passes (mu = 1).
 """
-import importlib.util
 import pathlib
 
 import ml_collections
 
 from jaxrl_llm.objectives import presets
+from jaxrl_llm.training.config_files import load_config_module
 
 
 def _base():
-  spec = importlib.util.spec_from_file_location(
-      "jaxrl_llm_configs_base", pathlib.Path(__file__).with_name("base.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_config_module(pathlib.Path(__file__).with_name("base.py"))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -9,20 +9,16 @@ The objective is the preset's: GSPO's ε = (3e-4, 4e-4), seq_mean_token_mean, u_
 (π_θ = π_old), where nothing is clipped and so nothing is rescued: each batch is used for two
 passes (`train.num_updates`, mu = 2).
 """
-import importlib.util
 import pathlib
 
 import ml_collections
 
 from jaxrl_llm.objectives import presets
+from jaxrl_llm.training.config_files import load_config_module
 
 
 def _base():
-  spec = importlib.util.spec_from_file_location(
-      "jaxrl_llm_configs_base", pathlib.Path(__file__).with_name("base.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_config_module(pathlib.Path(__file__).with_name("base.py"))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -11,6 +11,7 @@ from jaxrl_llm.training.checkpoint import Checkpointer
 from jaxrl_llm.training.batch import (
     RolloutBatch, concat_completions, from_completions, group_minibatches, informative_groups,
     split_micro_batches, take_rows)
+from jaxrl_llm.training.config_files import load_config, load_config_module
 from jaxrl_llm.training.forward import forward_outputs, reference_logp
 from jaxrl_llm.training.rollout import init_objective_state, jit_rollout, rollout
 from jaxrl_llm.training.state import TrainState
@@ -22,6 +23,6 @@ __all__ = [
     "Checkpointer", "RolloutBatch", "TrainState", "accumulate_gradients", "batch",
     "concat_completions", "forward_outputs", "from_completions", "group_minibatches",
     "informative_groups", "init_objective_state", "init_train_state", "jit_rollout",
-    "jit_train_step", "optim", "reference_logp", "rollout", "shard_batch", "split_micro_batches",
+    "jit_train_step", "load_config", "load_config_module", "optim", "reference_logp", "rollout", "shard_batch", "split_micro_batches",
     "state_shardings", "take_rows", "train_step",
 ]

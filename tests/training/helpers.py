@@ -132,13 +132,10 @@ def byte_parity_reward(completion: str, example) -> float:
 
 def load_config(name: str, arg=None):
   """`configs/<name>.py`'s `get_config(arg)`, loaded by path as launch/train.py does."""
-  import importlib.util
   import pathlib
-  path = pathlib.Path(__file__).resolve().parents[2] / "configs" / f"{name}.py"
-  spec = importlib.util.spec_from_file_location(f"config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  from jaxrl_llm.training import config_files
+  return config_files.load_config(
+      pathlib.Path(__file__).resolve().parents[2] / "configs" / f"{name}.py", arg)
 
 
 def byte_mean_reward_hanging_after(completion: str, example, *, marker: str) -> float:

@@ -1,5 +1,4 @@
 """The configs build every subsystem, and the tiny config runs the RL loop end to end."""
-import importlib.util
 import json
 import os
 import pathlib
@@ -22,10 +21,7 @@ CONFIGS = ROOT / "configs"
 
 
 def _config(name: str, arg=None):
-  spec = importlib.util.spec_from_file_location(f"config_{name}", CONFIGS / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return training.load_config(CONFIGS / f"{name}.py", arg)
 
 
 SEED_CONFIGS = ["grpo_llds", "gspo_llds", "dapo_nsr", "gspo_nsr", "owpo", "dapo_lowprob",

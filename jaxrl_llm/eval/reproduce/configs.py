@@ -8,7 +8,6 @@ Order: `configs/<arm.config>.py:get_config(scale.model)` -> `scale.overrides` (e
 the arms of a table then differ only where the spec says so.
 """
 import difflib
-import importlib.util
 import pathlib
 from collections.abc import Mapping
 from typing import Any
@@ -32,10 +31,8 @@ def load_config_file(name: str, arg: str | None = None,
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(f"config file {path} not found.{hint} Config files in {folder}: "
                      f"{', '.join(names) or 'none'} (pass configs_dir= for another folder).")
-  spec = importlib.util.spec_from_file_location(f"jaxrl_llm_reproduce_config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  from jaxrl_llm.training import config_files  # pylint: disable=g-import-not-at-top (eval -> training is circular at import)
+  return config_files.load_config(path, arg)
 
 
 def set_dotted(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
