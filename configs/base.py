@@ -7,7 +7,8 @@ Sections: `model` (what to train), `sampling` (the sampler; `n` is the group siz
 `training.optim.optimizer`'s signature), `mesh` (`data` x `fsdp` x `tensor`, one may be -1), `data`
 (a prompt source spec and how many of its items are held out for eval), `reward` (verifier and
 runner), `train` (the loop: steps, batch, updates per rollout batch), `eval` (periodic greedy
-accuracy on the held-out prompts), `ckpt`, `log`. Defaults that belong to a function live in its signature only.
+accuracy on the held-out prompts), `ckpt`, `log`, `hooks` (host-side rollout hooks, none by
+default). Defaults that belong to a function live in its signature only.
 """
 import ml_collections
 
@@ -105,6 +106,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       every_steps=50, keep=3,
       export_hf=True))           # at the end, also <workdir>/hf: an HF folder launch/eval.py loads
   c.log = ml_collections.ConfigDict(dict(progress=True, tensorboard=True))
+  # Host-side rollout hooks (`training.hooks`): `c.hooks.<name> = ConfigDict(<its arguments>)`
+  # turns one on (Knapsack budgets, majority-vote rewards, answer ids, critiques, ...).
+  c.hooks = ml_collections.ConfigDict()
   return c
 
 

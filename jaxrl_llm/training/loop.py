@@ -35,6 +35,7 @@ step late. In a multi-process run the completions are gathered to every process
 (`multihost_utils.process_allgather`), which scores all rows; the train step's metrics come back
 replicated.
 """
+import dataclasses
 import json
 import logging
 import os
@@ -56,9 +57,8 @@ from jaxrl_llm import data, models, parallel, rewards, sampling
 from jaxrl_llm import eval as eval_lib
 from jaxrl_llm.objectives import LossContext, RefreshState, presets, refresh_due
 from jaxrl_llm.training import optim
-from jaxrl_llm.training.batch import (
-    RolloutBatch, concat_completions, from_completions, group_minibatches, informative_groups,
-    take_rows)
+from jaxrl_llm.training import hooks as hooks_lib
+from jaxrl_llm.training.batch import RolloutBatch, group_minibatches
 from jaxrl_llm.training.checkpoint import Checkpointer
 from jaxrl_llm.training.rollout import jit_rollout
 from jaxrl_llm.training.state import TrainState
@@ -111,7 +111,8 @@ def check_config(config: ml_collections.ConfigDict, workdir: str | None = None):
   """Checks what a run needs before anything slow happens; returns (objective, optimizer, mesh).
 
   Raises ValueError naming the key and the fix: unknown preset or preset argument, unknown reward
-  or extraction mode, a mesh that does not divide the devices, a batch that does not split into
+  or extraction mode, unknown hook or hook argument, an objective input no configured hook
+  provides, a mesh that does not divide the devices, a batch that does not split into
   groups x batch shards x micro-batches or minibatches of whole groups, an unwritable workdir.
   """
   objective = presets.build(config.objective)
@@ -127,6 +128,15 @@ def check_config(config: ml_collections.ConfigDict, workdir: str | None = None):
     raise ValueError(f"train.prompts_per_step={p} does not split into train.num_minibatches="
                      f"{t.num_minibatches} minibatches of whole groups.")
   parallel.check_batch(p // t.num_minibatches * g, g, mesh, t.num_micro_batches)
+  hooks = hooks_lib.build_hooks(config.get("hooks"))
+  hooks_lib.check_requirements(objective.requires, hooks)
+  if t.max_sampling_rounds > 1:
+    changing = [h.name for h in hooks if type(h).expand is not hooks_lib.RolloutHook.expand
+                or type(h).counts is not hooks_lib.RolloutHook.counts]
+    if changing:
+      raise ValueError(f"train.max_sampling_rounds={t.max_sampling_rounds} (dynamic sampling) "
+                       f"does not combine with hooks that change what is sampled ({changing}): "
+                       "set train.max_sampling_rounds=1.")
   if config.eval.every_steps and not config.data.eval_size:
     raise ValueError("eval.every_steps > 0 needs held-out prompts: set data.eval_size > 0 "
                      "(or eval.every_steps=0 for no periodic eval).")
@@ -204,49 +214,89 @@ def _mean_dicts(dicts: list[dict[str, Any]]) -> dict[str, float]:
   return {k: float(np.mean([float(d[k]) for d in dicts])) for k in dicts[0]}
 
 
+def _informative(batch: "hooks_lib.HostBatch") -> np.ndarray:
+  """[num_groups] bool: groups whose rewards are not all equal (DAPO's dynamic-sampling test)."""
+  r, g = batch.rewards, batch.group_ids
+  hi = np.full(batch.num_groups, -np.inf)
+  lo = np.full(batch.num_groups, np.inf)
+  np.maximum.at(hi, g, r)
+  np.minimum.at(lo, g, r)
+  return hi > lo
+
+
 def _sample_and_score(model, tokenizer, source, runner, params, mesh, scfg, num_prompts: int,
-                      max_rounds: int, key) -> tuple[Any, np.ndarray, list[Any], dict[str, float]]:
-  """Samples `num_prompts` groups and scores them; with `max_rounds` > 1, over-samples until
-  that many groups have unequal rewards. Returns (completions, rewards [B], examples, metrics)."""
+                      max_rounds: int, key, hooks=(), env_kwargs=None
+                      ) -> "hooks_lib.HostBatch":
+  """Samples `num_prompts` groups, scores them and runs the rollout hooks; with `max_rounds` > 1,
+  over-samples until that many groups have unequal rewards. Returns the host batch (its
+  `metrics` include the sampling and scoring times)."""
   g = scfg.n
-  kept, spare = [], []          # (completions, rewards, examples) per selected group block
-  num_kept = num_sampled = 0
+  kept, spare = [], []          # host batches of selected whole groups
+  num_kept = 0
   metrics: dict[str, float] = {"time/sample": 0.0, "time/score": 0.0}
   for r in range(max(1, max_rounds)):
     t0 = time.perf_counter()
     encoded = [next(source) for _ in range(num_prompts)]
-    comps = sampling.sample(model, [e.tokens for e in encoded], jax.random.fold_in(key, r), scfg,
-                            params=params, mesh=mesh)
+    env = hooks_lib.HookEnv(model=model, tokenizer=tokenizer, params=params, mesh=mesh,
+                            sampling_config=scfg, key=jax.random.fold_in(key, 10_000 + r),
+                            score_fn=lambda texts, examples: runner.score(texts, examples).rewards,
+                            **(env_kwargs or {}))
+    for hook in hooks:
+      encoded = hook.expand(encoded, env)
+    counts = next((c for c in (h.counts(encoded, g, env) for h in hooks) if c is not None), None)
+    if counts is None:
+      counts = [g] * len(encoded)
+      comps = sampling.sample(model, [e.tokens for e in encoded], jax.random.fold_in(key, r),
+                              scfg, params=params, mesh=mesh)
+    else:
+      counts = [int(c) for c in counts]
+      if sum(counts) != len(encoded) * g or min(counts) < 0:
+        raise ValueError(f"a hook's counts {counts} must be >= 0 and sum to {len(encoded) * g} "
+                         f"(prompts x sampling.n), so the batch keeps its shape.")
+      encoded = [e for e, c in zip(encoded, counts) if c > 0]
+      counts = [c for c in counts if c > 0]
+      comps = sampling.sample(model, [e.tokens for e, c in zip(encoded, counts) for _ in range(c)],
+                              jax.random.fold_in(key, r), dataclasses.replace(scfg, n=1),
+                              params=params, mesh=mesh)
+    group_ids = np.repeat(np.arange(len(counts)), counts).astype(np.int32)
     tokens, lengths = _host(comps.tokens), _host(comps.lengths)
     t1 = time.perf_counter()
     texts = tokenizer.batch_decode([row[:n] for row, n in zip(tokens, lengths)],
                                    skip_special_tokens=True)
-    examples = [e.example for e in encoded for _ in range(g)]
+    examples = [encoded[k].example for k in group_ids]
     scored = runner.score(texts, examples)
     metrics["time/sample"] += t1 - t0
     metrics["time/score"] += time.perf_counter() - t1
     if r == 0:
       metrics.update({k: float(v) for k, v in scored.metrics.items()})
-    num_sampled += num_prompts
-    good = (informative_groups(scored.rewards, g) if max_rounds > 1
-            else np.ones(num_prompts, bool))
+    batch = hooks_lib.HostBatch(completions=comps, rewards=scored.rewards, examples=examples,
+                                texts=texts, group_ids=group_ids, prompts=list(encoded),
+                                answers=list(scored.answers))
+    t2 = time.perf_counter()
+    for hook in hooks:
+      batch = hook.process(batch, env).validate()
+    if hooks:
+      metrics["time/hooks"] = metrics.get("time/hooks", 0.0) + time.perf_counter() - t2
+    if r == 0:
+      metrics.update(batch.metrics)
+    if max_rounds <= 1:
+      batch.metrics = metrics
+      return batch
+    good = _informative(batch)
     for keep, out in ((good, kept), (~good, spare)):
       groups = np.flatnonzero(keep)
       if groups.size:
-        rows = (groups[:, None] * g + np.arange(g)[None, :]).reshape(-1)
-        out.append((take_rows(comps, rows), scored.rewards[rows], [examples[i] for i in rows]))
+        out.append(batch.take(np.flatnonzero(np.isin(batch.group_ids, groups))))
     num_kept += int(good.sum())
     if num_kept >= num_prompts:
       break
-  blocks = kept + spare
-  comps = concat_completions([b[0] for b in blocks])
-  rewards = np.concatenate([b[1] for b in blocks])
-  examples = [e for b in blocks for e in b[2]]
-  rows = num_prompts * g
-  if max_rounds > 1:
-    metrics["sampling/rounds"] = float(r + 1)
-    metrics["sampling/kept_frac"] = min(num_kept, num_prompts) / num_prompts
-  return take_rows(comps, np.arange(rows)), rewards[:rows], examples[:rows], metrics
+  batch = hooks_lib.HostBatch.concat(kept + spare)
+  rows = np.flatnonzero(batch.group_ids < num_prompts)
+  batch = batch.take(rows)
+  metrics["sampling/rounds"] = float(r + 1)
+  metrics["sampling/kept_frac"] = min(num_kept, num_prompts) / num_prompts
+  batch.metrics = metrics
+  return batch
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -296,6 +346,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     source.restore(extra["data"])
   if reward is None:
     reward = REWARD_FNS[config.reward.name](modes=tuple(config.reward.extract))
+  hooks = hooks_lib.build_hooks(config.get("hooks"))
+  if restored is not None:
+    for hook in hooks:
+      hook.restore(extra.get("hooks", {}).get(hook.name, {}))
+  answer_fn = rewards.AnswerExtractor(tuple(config.reward.extract))
+  env_kwargs = dict(answer_fn=answer_fn, step=0,
+                    max_prompt_tokens=config.data.max_prompt_tokens)
 
   def run_eval(step: int) -> dict[str, float]:
     e = config.eval
@@ -314,7 +371,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   bar = tqdm.tqdm(range(start, t.num_steps), initial=start, total=t.num_steps, desc="rl",
                   disable=not config.log.progress, dynamic_ncols=True)
   with rewards.RewardRunner(reward, timeout_s=config.reward.timeout_s,
-                            num_workers=config.reward.num_workers) as runner, \
+                            num_workers=config.reward.num_workers,
+                            answer_fn=answer_fn if any(h.needs_answers for h in hooks) else None
+                            ) as runner, \
        open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") as log:
 
     def write(record: dict[str, float]) -> None:
@@ -331,12 +390,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       write(record)
     for it in bar:
       t0 = time.perf_counter()
-      comps, scores, _, sampling_metrics = _sample_and_score(
+      env_kwargs["step"] = it
+      host = _sample_and_score(
           model, tokenizer, source, runner, state.params, mesh, scfg, p, t.max_sampling_rounds,
-          jax.random.fold_in(key, 2 * it))
+          jax.random.fold_in(key, 2 * it), hooks=hooks, env_kwargs=env_kwargs)
+      comps, scores, sampling_metrics = host.completions, host.rewards, host.metrics
       lengths = _host(comps.lengths)
       t2 = time.perf_counter()
-      batch = from_completions(comps, jnp.asarray(scores), group_size=g, step=state.step)
+      batch = hooks_lib.to_rollout_batch(host, step=state.step)
       if roll is None:
         roll = jit_rollout(mesh, state, batch, model_config=model.config, objective=objective,
                            temperature=scfg.temperature,
@@ -378,7 +439,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       write(record)
       bar.set_postfix_str(_progress(record))
       if (it + 1) % config.ckpt.every_steps == 0 or it + 1 == t.num_steps:
-        ckpt.save(it + 1, state, {"data": source.state()})
+        ckpt.save(it + 1, state, {"data": source.state(),
+                                  "hooks": {h.name: h.state() for h in hooks}})
   bar.close()
   if writer is not None:
     writer.close()

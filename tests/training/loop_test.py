@@ -179,9 +179,11 @@ def test_dynamic_sampling_refills_with_informative_groups():
   source = data.TokenizedSource(data.make_source(c.data.source), tokenizer, 256)
   mesh = parallel.make_mesh(c.mesh)
   with rewards.RewardRunner(byte_parity_reward, num_workers=0) as runner:
-    comps, scores, examples, metrics = loop._sample_and_score(
+    host = loop._sample_and_score(
         model, tokenizer, source, runner, model.params(), mesh, scfg, 4, 6, jax.random.key(0))
+  comps, scores, examples, metrics = host.completions, host.rewards, host.examples, host.metrics
   g = scfg.n
+  assert host.group_size == g and host.num_groups == 4
   assert comps.tokens.shape[0] == scores.shape[0] == len(examples) == 4 * g
   informative = training.informative_groups(scores, g)
   kept = int(round(metrics["sampling/kept_frac"] * 4))
