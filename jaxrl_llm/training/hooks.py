@@ -335,7 +335,7 @@ def register_hook(cls: type[RolloutHook]) -> type[RolloutHook]:
 def _load_builtin_hooks() -> None:
   """Imports the modules that register the library's hooks (they import this one)."""
   import importlib  # pylint: disable=g-import-not-at-top
-  for module in ("hooks_groups", "hooks_voting", "hooks_knapsack", "hooks_models"):
+  for module in ("hooks_groups", "hooks_voting", "hooks_knapsack", "hooks_models", "hooks_judge"):
     try:
       importlib.import_module(f"jaxrl_llm.training.{module}")
     except ModuleNotFoundError as e:
