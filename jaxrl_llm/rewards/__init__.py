@@ -9,14 +9,16 @@ from jaxrl_llm.rewards.extraction import (
     DEFAULT_MODES, EXTRACTION_MODES, AnswerExtractor, canonicalize_answer, extract_answer,
     extract_boxed, extract_hash, extract_last_number, extract_tagged, normalize_text, parse_math)
 from jaxrl_llm.rewards.format import format_reward
-from jaxrl_llm.rewards.majority import majority_vote
+from jaxrl_llm.rewards.majority import (
+    answer_ids, co_reward_rewards, group_index, majority_vote, normalized_entropy, ttrv_rewards)
 from jaxrl_llm.rewards.reasoning_gym import reasoning_gym_reward
 from jaxrl_llm.rewards.runner import RewardResult, RewardRunner
 from jaxrl_llm.rewards.verifiers import (
     ExampleLike, exact_match_reward, math_verify_reward, numeric_reward, parse_number)
 
 __all__ = [
-    "AnswerExtractor", "DEFAULT_MODES", "EXTRACTION_MODES", "ExampleLike", "RewardFn",
+    "AnswerExtractor", "DEFAULT_MODES", "answer_ids", "co_reward_rewards", "group_index",
+    "normalized_entropy", "ttrv_rewards", "EXTRACTION_MODES", "ExampleLike", "RewardFn",
     "RewardResult", "RewardRunner", "WeightedSum", "canonicalize_answer", "exact_match_reward",
     "extract_answer", "extract_boxed", "extract_hash", "extract_last_number", "extract_tagged",
     "format_reward", "majority_vote", "math_verify_reward", "normalize_text", "numeric_reward", "parse_math",
