@@ -10,8 +10,9 @@ warm-up mixes a group-normalised version of it into the advantage.
   L_SR  = (1/N) Σ_b u_b w_b (s_b − r_b)²             u_b = 1[row not truncated]
   w_b   = N_u / (2 N_correct) if r_b = 1 else N_u / (2 N_incorrect)   (balanced; else 1)
   L     = L_GRPO + α_SR · L_SR
-  ŝ_b   = clip(sg(s_b), 0, 1) (0 if truncated);  Â^SR_b = (ŝ_b − mean_k ŝ) / std_k ŝ if std_k ŝ > τ_f
-          else A_b;   A'_b = (1 − ω) A_b + ω Â^SR_b                    (after `warmup_steps`)
+  ŝ_b   = clip(sg(s_b), 0, 1) (0 if truncated)
+  Â^SR_b = (ŝ_b − mean_k ŝ) / std_k ŝ if std_k ŝ > τ_f else A_b
+  A'_b  = (1 − ω) A_b + ω Â^SR_b                                   (after `warmup_steps`)
 
 Three transforms (the `laser` preset chains them):
 
@@ -60,6 +61,13 @@ SR_PHASES = ("rollout", "loss")
 _SR_FIX = ("the trainer puts it there when the objective requires 'sr_logp' (the forward pass "
            "appends the self-reward token z after each completion); when building the context "
            "by hand, put the [B] log-probabilities in extras['sr_logp']")
+def _requires(sr_token: int | None) -> frozenset[str]:
+  """{"sr_logp"} and the trainer's tag naming z ("sr_token=<id>", `training.forward.sr_token_tag`;
+  without it the batch must carry `extras["sr_token"]`)."""
+  tag = {f"sr_token={int(sr_token)}"} if sr_token is not None else set()
+  return frozenset({"sr_logp"} | tag)
+
+
 _WEIGHT_FIX = ("put self_reward_weights(...) in the rollout phase before the loss (the `laser` "
                "preset does)")
 
@@ -138,7 +146,7 @@ def self_reward_weights(balanced: bool = True, aggregation: str = "token_mean",
 
 def self_reward_loss(coef: float = 0.1, beta_v: float = 0.1, c_ref: float = -23.0,
                      temperature: float = 1.0, aggregation: str = "token_mean",
-                     norm: float | None = None) -> LossTransform:
+                     norm: float | None = None, sr_token: int | None = None) -> LossTransform:
   """LaSeR's auxiliary loss α_SR·L_SR as the loss term "sr". Loss phase, before `aggregate`.
 
     s_b = β_v(τ·sr_logp_b − c_ref);  L_SR = (1/N) Σ_b u_b w_b (s_b − r_b)²
@@ -152,7 +160,8 @@ def self_reward_loss(coef: float = 0.1, beta_v: float = 0.1, c_ref: float = -23.
   exact under micro-batching. `aggregation` and `norm` must be the loss's. Defaults (code
   `run_qwen2_5_7b.sh`): α_SR = 0.1, β_v = 0.1, c_ref = −23, τ = 1. Logs `laser/score_mean`,
   `laser/sr_mse` (unweighted, over u = 1 rows) and `laser/sr_accuracy` (1[s_b > ½] = 1[r_b ≥ ½]
-  over u = 1 rows: the self-verification accuracy the code reports).
+  over u = 1 rows: the self-verification accuracy the code reports). `sr_token` is z's id: it goes
+  into `requires` as the tag the trainer's forward pass reads (None: the batch names it).
   """
   check_mode(aggregation)
   if norm is not None and norm <= 0:
@@ -185,13 +194,13 @@ def self_reward_loss(coef: float = 0.1, beta_v: float = 0.1, c_ref: float = -23.
                       "laser/sr_mse": ctx.row_mean(jax.lax.stop_gradient(sq), u),
                       "laser/sr_accuracy": ctx.row_mean(agree, u)})
 
-  return stateless(apply, requires={"sr_logp"}, phase="loss")
+  return stateless(apply, requires=_requires(sr_token), phase="loss")
 
 
 def self_reward_advantage(omega: float = 0.1, tau_f: float = 0.1, warmup_steps: int = 200,
                           beta_v: float = 0.1, c_ref: float = -23.0, temperature: float = 1.0,
-                          eps: float = 1e-6, ddof: int = 1, phase: str = "rollout"
-                          ) -> LossTransform:
+                          eps: float = 1e-6, ddof: int = 1, phase: str = "rollout",
+                          sr_token: int | None = None) -> LossTransform:
   """LaSeR's advantage integration (spec B8 (b)), after the advantage estimator. Rollout phase.
 
     ŝ_b = clip(sg(s_b), 0, 1), 0 for truncated rows
@@ -206,6 +215,7 @@ def self_reward_advantage(omega: float = 0.1, tau_f: float = 0.1, warmup_steps: 
   π_old) or "loss" (sg of the current pass; equal on each batch's first update). Defaults (code):
   ω = 0.1, τ_f = 0.1, warm-up 200 steps, β_v = 0.1, c_ref = −23. Logs `laser/integrated`
   (1 after the warm-up) and `laser/sr_adv_group_frac` (rows whose group passes std > τ_f).
+  `sr_token`: z's id, as in `self_reward_loss`.
   """
   if phase not in SR_PHASES:
     raise ValueError(f"unknown phase {phase!r} for self_reward_advantage; valid: {SR_PHASES}")
@@ -232,4 +242,4 @@ def self_reward_advantage(omega: float = 0.1, tau_f: float = 0.1, warmup_steps: 
         "laser/integrated": Mean((ctx.step >= warmup_steps).astype(adv.dtype), one),
         "laser/sr_adv_group_frac": ctx.row_mean(spread.astype(adv.dtype))})
 
-  return stateless(apply, requires={"sr_logp"}, phase=phase)
+  return stateless(apply, requires=_requires(sr_token), phase=phase)

@@ -13,7 +13,7 @@ FIX_SR_LOGP = np.array([-13.0, -22.5, -16.0, -25.0])
 FIX_REWARDS = np.array([1.0, 0.0, 1.0, 0.0])
 
 
-# --- float64 reference -----------------------------------------------------------------------------
+# --- float64 reference ----------------------------------------------------------------------------
 
 def ref_weights(rewards, truncated, lengths, balanced=True):
   """u_b w_b (spec B8 (b)): balanced over the rows that finished and have tokens."""
@@ -49,7 +49,7 @@ def ref_integration(adv, sr_logp, truncated, group_size, omega, tau_f, beta_v=0.
   return (1 - omega) * adv + omega * sr_adv.reshape(-1)
 
 
-# --- contexts ---------------------------------------------------------------------------------------
+# --- contexts -------------------------------------------------------------------------------------
 
 def _ctx(rewards, lengths, truncated, group_size, width=5, seed=0, step=0):
   rng = np.random.default_rng(seed)
@@ -87,7 +87,7 @@ def _sr_only(mode, balanced=True, norm=None, **kwargs):
                     ob.aggregate(mode, norm=norm))).check()
 
 
-# --- fixtures (f) -----------------------------------------------------------------------------------
+# --- fixtures (f) ---------------------------------------------------------------------------------
 
 def test_fixture_scores():
   s = ob.self_reward_score(jnp.asarray(FIX_SR_LOGP, jnp.float32), 0.1, -23.0)
@@ -190,7 +190,7 @@ def test_micro_batches_add_up_to_the_full_batch_with_the_pg_loss(mode):
   assert full == pytest.approx(float(l_pg) + 0.5 * l_sr, rel=1e-5, abs=1e-7)
 
 
-# --- advantage integration --------------------------------------------------------------------------
+# --- advantage integration ------------------------------------------------------------------------
 
 def _integrated_advantages(omega, step, phase="rollout", warmup=5, tau_f=0.1, seed=0):
   rng = np.random.default_rng(seed)
@@ -243,6 +243,8 @@ def test_preset_defaults_and_end_to_end_value():
   α·L_SR on the fixture."""
   obj = presets.build(presets.default_config("laser"))
   assert obj.requires == {"sr_logp"} and obj.rollout.requires == {"sr_logp"}
+  tagged = presets.laser(sr_token=16)
+  assert tagged.rollout.requires == tagged.loss.requires == {"sr_logp", "sr_token=16"}
   assert presets.laser(omega=0.0).rollout.requires == frozenset()
   assert presets.laser(sr_adv_phase="loss").rollout.requires == frozenset()
   with pytest.raises(ValueError, match="sr_adv_phase"):
