@@ -29,6 +29,7 @@ SEED_CONFIGS = ["grpo_llds", "gspo_llds", "dapo_nsr", "gspo_nsr", "owpo", "dapo_
 # Issue 8's configs: config name -> the preset its objective uses (methods that act through
 # rollout hooks run on a baseline preset).
 SEED_II_CONFIGS: dict[str, str] = {}
+SEED_II_CONFIGS.update({"pav": "pav", "critique_grpo": "critique_grpo"})   # B11, B12
 CONFIG_NAMES = ["base", "tiny", "grpo", "dapo", "dr_grpo", "gspo", *SEED_CONFIGS,
                 *SEED_II_CONFIGS]
 
