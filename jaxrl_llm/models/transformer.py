@@ -142,10 +142,43 @@ class KVCache:
     return self.k.shape[3]
 
 
+class AttentionStats(NamedTuple):
+  """Per-token statistics of head-averaged attention (`forward(attention_stats=...)`), float32.
+
+  With Ā^loc = Σ_{l,n} w^loc_{l,n} P_{l,n} and Ā^glob likewise (P the softmax attention of head n
+  of layer l, weights summing to 1: a weighted average of the chosen heads):
+    waad[b, t] = Σ_{s ≤ t} Ā^loc_{t,s} · min(t − s, W)                        (every position t)
+    fai[b, s]  = Σ_{t > s, r_t = 1} Ā^glob_{t,s} / max(#{t > s : r_t = 1}, 1)  (receivers r)
+    mad[l, n]  = mean over receiver queries t of Σ_s P_{l,n}[t, s] · (t − s)   (whole batch)
+  Distances are column differences (left padding precedes the prompt, so within a row's real
+  tokens they equal position differences). Both statistics are linear in Ā, so each layer adds its
+  weighted heads' share and no [B, T, T] average is ever formed.
+  """
+  waad: Float[Array, "B T"]
+  fai: Float[Array, "B T"]
+  mad: Float[Array, "L N"]
+
+
+class AttentionRequest(NamedTuple):
+  """What `forward(attention_stats=...)` computes (see `AttentionStats`).
+
+  Attributes:
+    local_weights: [L, N] weight of each (layer, head) in Ā^loc (sum 1; zeros select nothing).
+    global_weights: [L, N] the same for Ā^glob.
+    receivers: [B, T] 1 on the query positions that count for `fai` and `mad` (response tokens).
+    window: W, the clip of the WAAD distance (a Python int).
+  """
+  local_weights: Float[Array, "L N"]
+  global_weights: Float[Array, "L N"]
+  receivers: Float[Array, "B T"]
+  window: int
+
+
 class ModelOutput(NamedTuple):
   logits: Float[Array, "B T V"] | None   # float32; None when return_logits=False
   hidden: Float[Array, "B T D"] | None   # final hidden states (after the last norm), on request
   cache: KVCache | None                  # the updated cache, when one was given
+  attention: AttentionStats | None = None  # on request (`attention_stats`), cache-free pass only
 
 
 # ----------------------------------------------------------------------------------- the maths
@@ -167,16 +200,20 @@ FUSE_MIN_ROWS = 256   # B·T from which q/k/v (and gate/up) run as one concatena
 ATTENTION_BLOCK = 64  # query block of the causal (cache-free) path: skips fully masked key blocks
 
 
-def _attention_core(q_bkgth, k_bksh, v_bksh, allowed):
-  """softmax(q·kᵀ/√H + mask)·v with the G query heads of a kv head folded into the matmul rows."""
+def _attention_core(q_bkgth, k_bksh, v_bksh, allowed, return_probs=False):
+  """softmax(q·kᵀ/√H + mask)·v with the G query heads of a kv head folded into the matmul rows.
+
+  With `return_probs`, also the float32 probabilities [B, K, G, T, S] (attention statistics)."""
   b, kv, g, t, h = q_bkgth.shape
   s = k_bksh.shape[2]
   scores = jnp.einsum("bkmh,bksh->bkms", q_bkgth.reshape(b, kv, g * t, h), k_bksh,
                       preferred_element_type=jnp.float32)
   scores = scores.reshape(b, kv, g, t, s) * jnp.float32(1.0 / np.sqrt(h))
   scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v_bksh.dtype).reshape(b, kv, g * t, s)
-  return jnp.einsum("bkms,bksh->bkmh", probs, v_bksh).reshape(b, kv, g, t, h)
+  probs32 = jax.nn.softmax(scores, axis=-1)
+  probs = probs32.astype(v_bksh.dtype).reshape(b, kv, g * t, s)
+  out = jnp.einsum("bkms,bksh->bkmh", probs, v_bksh).reshape(b, kv, g, t, h)
+  return (out, probs32) if return_probs else out
 
 
 def _attention(q: Float[Array, "B T N H"], k_bksh: Float[Array, "B K T H"],
@@ -199,6 +236,44 @@ def _attention(q: Float[Array, "B T N H"], k_bksh: Float[Array, "B K T H"],
                                 v_bksh[:, :, :end], allowed))
   out = jnp.concatenate(outs, axis=3)
   return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+
+
+def _attention_stats(q: Float[Array, "B T N H"], k_bksh: Float[Array, "B K T H"],
+                     v_bksh: Float[Array, "B K T H"], k_valid: Bool[Array, "B T"],
+                     w_loc: Float[Array, " N"], w_glob: Float[Array, " N"],
+                     receivers: Float[Array, "B T"], window: int):
+  """`_attention` plus one layer's share of `AttentionStats` (same blocks, same probabilities).
+
+  Returns (out [B, T, N, H], waad [B, T], fai numerator [B, T], Σ distance per head [N]). Each
+  query block's probabilities [B, N, blk, S] are reduced as soon as they exist.
+  """
+  b, t, n, h = q.shape
+  kv = k_bksh.shape[1]
+  q_bkgth = q.reshape(b, t, kv, n // kv, h).transpose(0, 2, 3, 1, 4)
+  outs, waads = [], []
+  fai_num = jnp.zeros((b, t), jnp.float32)
+  dist_sum = jnp.zeros((n,), jnp.float32)
+  recv = receivers.astype(jnp.float32)
+  for start in range(0, t, ATTENTION_BLOCK):
+    end = min(start + ATTENTION_BLOCK, t)
+    causal = jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None]
+    allowed = causal[None, None, None] & k_valid[:, None, None, None, :end]
+    out, probs = _attention_core(q_bkgth[:, :, :, start:end], k_bksh[:, :, :end],
+                                 v_bksh[:, :, :end], allowed, return_probs=True)
+    outs.append(out)
+    probs = probs.reshape(b, n, end - start, end)                       # head n = kv·G + g
+    dist = jnp.maximum(jnp.arange(start, end)[:, None] - jnp.arange(end)[None, :], 0)
+    dist = dist.astype(jnp.float32)                                      # [blk, S]
+    a_loc = jnp.einsum("bnts,n->bts", probs, w_loc.astype(jnp.float32))
+    waads.append(jnp.sum(a_loc * jnp.minimum(dist, float(window))[None], axis=-1))
+    a_glob = jnp.einsum("bnts,n->bts", probs, w_glob.astype(jnp.float32))
+    later = (dist > 0).astype(jnp.float32)                               # t > s
+    r_blk = recv[:, start:end]
+    col = jnp.einsum("bts,ts,bt->bs", a_glob, later, r_blk)
+    fai_num = fai_num + jnp.pad(col, ((0, 0), (0, t - end)))
+    dist_sum = dist_sum + jnp.einsum("bnts,ts,bt->n", probs, dist, r_blk)
+  out = jnp.concatenate(outs, axis=3).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+  return out, jnp.concatenate(waads, axis=1), fai_num, dist_sum
 
 
 def _attention_over_slots(q: Float[Array, "B T N H"], k_bksh: Float[Array, "B K S H"],
@@ -292,6 +367,7 @@ def forward(
     return_hidden: bool = False,
     remat: bool = False,
     init_cache_len: int | None = None,
+    attention_stats: AttentionRequest | None = None,
 ) -> ModelOutput:
   """Runs the decoder. Pure: `params` is the nested dict of arrays (`Transformer.params()`).
 
@@ -310,8 +386,11 @@ def forward(
     init_cache_len: prefill. Without a `cache`, run the cache-free (blocked causal) pass and return
       a new KVCache of this many slots holding this pass's keys/values in slots [0, T). Faster
       than writing an empty cache, whose in-place update XLA handles poorly for T > 1.
+    attention_stats: an `AttentionRequest`: also return `AttentionStats` of the chosen heads
+      (cache-free pass only; used by the rollout phase, no gradient intended). None (default)
+      runs exactly the code it always ran.
   Returns:
-    ModelOutput(logits, hidden, cache).
+    ModelOutput(logits, hidden, cache, attention).
   """
   b, t = tokens.shape
   if attention_mask is None:
@@ -323,6 +402,12 @@ def forward(
   layers = params["layers"]
   num_layers = config.num_layers
 
+  if attention_stats is not None:
+    if cache is not None or init_cache_len is not None:
+      raise ValueError("attention_stats needs the cache-free pass: call forward without a cache "
+                       "and without init_cache_len.")
+    return _forward_with_stats(params, config, tokens, attention_mask, cos, sin,
+                               attention_stats, return_logits, return_hidden, remat)
   if cache is None:
     k_valid = attention_mask.astype(bool)
     keep_kv = init_cache_len is not None
@@ -382,6 +467,53 @@ def forward(
   if return_logits:
     logits = logits_from_hidden(params, config, h)
   return ModelOutput(logits=logits, hidden=h if return_hidden else None, cache=new_cache)
+
+
+def _forward_with_stats(params, config, tokens, attention_mask, cos, sin,
+                        request: AttentionRequest, return_logits, return_hidden, remat
+                        ) -> ModelOutput:
+  """The cache-free pass of `forward` that also accumulates `AttentionStats` over the layers."""
+  b, t = tokens.shape
+  n = config.num_heads
+  shape = (config.num_layers, n)
+  for name, w in (("local_weights", request.local_weights),
+                  ("global_weights", request.global_weights)):
+    if tuple(w.shape) != shape:
+      raise ValueError(f"AttentionRequest.{name} has shape {tuple(w.shape)}; the model needs "
+                       f"[layers, heads] = {shape}.")
+  if tuple(request.receivers.shape) != (b, t):
+    raise ValueError(f"AttentionRequest.receivers has shape {tuple(request.receivers.shape)}; "
+                     f"the tokens are {(b, t)}.")
+  k_valid = attention_mask.astype(bool)
+  h = jnp.take(params["embed"], tokens, axis=0)
+
+  def body(h, xs):
+    p, w_loc, w_glob = xs
+    stats = {}
+
+    def attend(q, k, v):
+      out, waad, fai_num, dist = _attention_stats(
+          q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), k_valid, w_loc, w_glob,
+          request.receivers, request.window)
+      stats.update(waad=waad, fai=fai_num, dist=dist)
+      return out, None
+    h, _ = _layer(config, h, p, cos, sin, attend)
+    return h, (stats["waad"], stats["fai"], stats["dist"])
+
+  if remat:
+    body = jax.checkpoint(body)
+  h, (waad, fai_num, dist) = jax.lax.scan(
+      body, h, (params["layers"], request.local_weights, request.global_weights))
+  recv = request.receivers.astype(jnp.float32)
+  later_receivers = jnp.sum(recv, axis=1, keepdims=True) - jnp.cumsum(recv, axis=1)  # #{t > s}
+  stats = AttentionStats(
+      waad=jnp.sum(waad, axis=0),
+      fai=jnp.sum(fai_num, axis=0) / jnp.maximum(later_receivers, 1.0),
+      mad=dist / jnp.maximum(jnp.sum(recv), 1.0))
+  h = rms_norm(h, params["final_norm"], config.rms_norm_eps)
+  logits = logits_from_hidden(params, config, h) if return_logits else None
+  return ModelOutput(logits=logits, hidden=h if return_hidden else None, cache=None,
+                     attention=stats)
 
 
 # ----------------------------------------------------------------------------------- NNX module

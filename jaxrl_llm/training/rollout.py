@@ -3,6 +3,11 @@
 `rollout(state, batch, ...)` runs the forward passes the objective needs before minibatching
 (reference logp; the old logp recomputed by the trainer, if asked) and then `objective.rollout`
 (reward shaping, advantages, group filters). Its output batch feeds `mu` train steps.
+
+Old-policy outputs that a rollout-phase transform requires (training/forward.py) are computed in
+the same forward as the recomputed old logp: "entropy"/"hidden" as ctx fields, "sr_logp" [B] and
+"waad"/"fai" [B, T] as `ctx.extras[name]` (stop-gradient). They are dropped from the batch after
+the rollout chain ran.
 """
 import functools
 from typing import Any
@@ -16,7 +21,8 @@ from jaxrl_llm import parallel
 from jaxrl_llm.models import ModelConfig
 from jaxrl_llm.objectives import Mean, Objective, ObjectiveState
 from jaxrl_llm.training.batch import RolloutBatch
-from jaxrl_llm.training.forward import forward_outputs, reference_logp
+from jaxrl_llm.training.forward import (
+    EXTRA_OUTPUTS, FORWARD_REQUIRES, forward_outputs, reference_logp)
 from jaxrl_llm.training.state import TrainState
 
 PyTree = Any
@@ -61,19 +67,26 @@ def rollout(
                        "is None: create the state with ref_params=<the initial params>.")
     ctx = ctx.replace(ref_logp=reference_logp(state.ref_params, model_config, batch,
                                               temperature=temperature, chunk_size=chunk_size))
-  wanted = objective.rollout.requires & {"entropy", "hidden"}
+  rollout_requires = objective.rollout.requires
+  wanted = rollout_requires & set(FORWARD_REQUIRES)
+  extra_names = [k for k in EXTRA_OUTPUTS if k in wanted]
   if recompute_old_logp or wanted:
+    # The old policy's outputs; tags in `requires` (sr_token, attn_*) parametrise them.
+    tags = {r for r in rollout_requires if "=" in r}
     outs = jax.lax.stop_gradient(forward_outputs(
-        state.params, model_config, batch, wanted, temperature=temperature,
+        state.params, model_config, batch, wanted | tags, temperature=temperature,
         chunk_size=chunk_size))
     if recompute_old_logp:
       sampler_logp = ctx.extras["sampler_logp"]
       metrics["rollout/logp_mismatch"] = ctx.masked_mean(jnp.abs(outs["logp"] - sampler_logp))
       ctx = ctx.replace(old_logp=outs["logp"] * ctx.mask)
-    ctx = ctx.replace(entropy=outs.get("entropy"), hidden=outs.get("hidden"))
+    ctx = ctx.replace(entropy=outs.get("entropy"), hidden=outs.get("hidden"),
+                      extras={**ctx.extras, **{k: outs[k] for k in extra_names}})
   ctx = ctx.replace(step=state.step, phase="rollout")
   rctx, rstate = objective.rollout.update(ctx, state.objective_state.rollout)
-  rctx = rctx.replace(entropy=None, hidden=None)
+  # Rollout-only forward outputs leave the batch (the loss phase recomputes what it requires).
+  rctx = rctx.replace(entropy=None, hidden=None,
+                      extras={k: v for k, v in rctx.extras.items() if k not in extra_names})
   metrics["reward/mean"] = Mean(jnp.sum(ctx.rewards), jnp.asarray(ctx.batch_size, jnp.float32))
   metrics["rollout/tokens"] = Mean(jnp.sum(ctx.mask), jnp.ones((), jnp.float32))
   metrics.update(rctx.metrics)

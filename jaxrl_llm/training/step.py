@@ -8,6 +8,10 @@ k micro-batches give exactly the gradient of the full-batch mean, for every aggr
 A step whose loss or gradient is not finite leaves the parameters, optimizer state and objective
 state as they were and increments `state.skipped`; `state.step` advances either way.
 
+Forward outputs beyond logp (training/forward.py): the loss chain's `requires` decides them;
+"sr_logp" (LaSeR) reaches the loss as the differentiable `ctx.extras["sr_logp"]` [B], computed per
+micro-batch from each row's own tokens, so accumulation stays exact.
+
 Randomness (`ctx.rng`, e.g. NSR's rescue draws): every step splits `state.rng` (so each update
 and minibatch gets a fresh key, skipped steps included) and micro-batch j of a step sees
 `fold_in(step key, j)`, so no two micro-batches or steps draw the same noise.
@@ -26,7 +30,7 @@ from jaxrl_llm import models, parallel
 from jaxrl_llm.models import ModelConfig
 from jaxrl_llm.objectives import LossContext, Mean, Objective
 from jaxrl_llm.training.batch import RolloutBatch, split_micro_batches
-from jaxrl_llm.training.forward import forward_outputs
+from jaxrl_llm.training.forward import EXTRA_OUTPUTS, forward_outputs
 from jaxrl_llm.training.state import TrainState
 
 PyTree = Any
@@ -38,7 +42,10 @@ def _loss_total(params, mb: RolloutBatch, loss_state, step, rng, *, model_config
   requires = objective.loss.requires - {"ref_logp"}
   outs = forward_outputs(params, model_config, mb, requires, temperature=temperature,
                          chunk_size=chunk_size, remat=remat)
+  extra_outs = {k: outs.pop(k) for k in EXTRA_OUTPUTS if k in outs}
   ctx = LossContext.from_batch(mb.ctx, step=step, rng=rng, **outs)
+  if extra_outs:   # after from_batch, which detaches extras: sr_logp stays differentiable
+    ctx = ctx.replace(extras={**ctx.extras, **extra_outs})
   if "hidden" in requires:   # transforms on hidden states (THR) also read the unembedding [V, D]
     head = jax.lax.stop_gradient(models.output_head(params, model_config))
     ctx = ctx.replace(extras={**ctx.extras, "unembedding": head.T})
