@@ -22,6 +22,9 @@ from jaxrl_llm.objectives.numerics import (
     KL_ESTIMATORS, GroupStats, group_all_equal, group_stats, group_sum, kl_estimate)
 from jaxrl_llm.objectives.presets import (
     dapo, dr_grpo, grpo, gspo, reinforce_pp, rloo, trl_compatible)
+# Methods with extra model calls (spec B11 PAV, B12 Critique-GRPO).
+from jaxrl_llm.objectives.process import (
+    bok_value, critique_shaping, critique_surrogate, pav_advantage, step_progress)
 from jaxrl_llm.objectives.ratios import (
     GSPO_LEVELS, clipped_surrogate, gspo_clip, ppo_clip, reinforce, sequence_log_ratio)
 from jaxrl_llm.objectives.regularizers import entropy_bonus, kl_in_reward, kl_penalty
@@ -40,6 +43,8 @@ TRANSFORMS = (
     "llds", "nsr_clip", "owpo_weights", "reference_refresh", "low_prob_weights",
     "divergence_weights", "unlikeliness_reward", "future_kl_weights", "thr_weights",
 )
+# Methods with extra model calls (spec B11, B12).
+TRANSFORMS += ("pav_advantage", "critique_surrogate")
 
 __all__ = [
     "AGGREGATION_MODES", "EmptyState", "GSPO_LEVELS", "GroupStats", "KL_ESTIMATORS", "LossContext",
@@ -49,3 +54,4 @@ __all__ = [
     "kl_estimate", "metric_values", "named_chain", "overlong_reward", "presets", "reinforce_pp",
     "rloo", "sequence_log_ratio", "RefreshState", "refresh_due", "split_rows", "stateless", "sum_means", "trl_compatible",
 ]
+__all__ += ["bok_value", "critique_shaping", "step_progress"]   # spec B11, B12 helpers

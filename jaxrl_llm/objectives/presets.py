@@ -498,3 +498,55 @@ def grpo_thr(p: float = 0.2, beta: float = 1.0, keep_mode: str = "anchor",
       rollout=chain(adv_lib.group_advantage("group", eps=adv_eps)),
       loss=chain(seed.thr_weights(p, beta, keep_mode, quantile, step), pg,
                  *_kl(kl_coef, kl_estimator), aggregate(aggregation))).check()
+
+
+# --------------------------------------------------------------------------------------------------
+# Methods with extra model calls (spec B11 PAV, B12 Critique-GRPO): transforms in
+# objectives/process.py, the hooks that make the model calls in training/hooks_models.py.
+from jaxrl_llm.objectives import process as process_lib  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxrl_llm.objectives.regularizers import entropy_bonus  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+@register
+def pav(alpha: float = 1.0, baseline: str = "rloo", eps_low: float = 0.2, eps_high: float = 0.2,
+        kl_coef: float = 0.0, kl_estimator: str = "k3",
+        aggregation: str = "seq_mean_token_mean", norm_len: float | None = None) -> Objective:
+  """Rewarding Progress: outcome advantage + α · prover progress per step (Setlur et al., PAV,
+  arXiv 2410.08146; spec B11).
+
+    A_{b,t} = A^{out}_b + α (V̂^μ(s_{h(t)+1}) − V̂^μ(s_{h(t)})),   A^{out} = RLOO (or "mean")
+    ℓ = −min(ρA, clip(ρ, 1−ε, 1+ε)A) (+ β·KL),  L = seq_mean_token_mean
+  Needs the `pav_prover` hook (config.hooks.pav_prover: step_id, step_value from Monte-Carlo
+  rollouts of a BoK(π) prover or another model). Defaults [reconstruction, spec §6]: α = 1 (grid
+  {1, 3, 5}), RLOO outcome baseline; PPO clip ε = 0.2 (= REINFORCE on the first update of a batch,
+  as the paper's online RL), no KL. See `process.pav_advantage`.
+  """
+  check_mode(aggregation)
+  return Objective(
+      rollout=chain(process_lib.pav_advantage(alpha, baseline)),
+      loss=chain(ppo_clip(eps_low, eps_high), *_kl(kl_coef, kl_estimator),
+                 aggregate(aggregation, norm=norm_len))).check()
+
+
+@register
+def critique_grpo(gamma: float = 0.1, clip_eps: float | None = None,
+                  entropy_coef: float = 0.001, kl_coef: float = 0.0, kl_estimator: str = "k3",
+                  norm_len: float | None = None) -> Objective:
+  """Critique-GRPO (Zhang et al., arXiv 2506.03106; spec B12, released run's switches).
+
+    A_b = r_b − μ_{g(b)}  (mean over all n rows of the group, the refinement included; no std)
+    on-policy rows: ℓ = −ρA (unclipped);  refinement rows: ℓ = −f(p)A, f(p) = p/(p + γ)
+    L = (1/N) Σ_{b,t} m ℓ / T_max − c_H · entropy     (seq_mean_token_sum_norm, T_max = `norm_len`,
+                                                      default the padded completion width)
+  Needs the `critique` hook (config.hooks.critique: refinements and extras["offpolicy"]).
+  Defaults [code]: γ = 0.1, no clip (`clip_eps` clips on-policy rows), entropy coefficient
+  c_H = 0.001, β = 0. Deviations: the library's aggregation divides by N (a constant factor of the
+  learning rate), and the entropy term goes through the same aggregation as the policy term
+  (the code takes a token mean of the entropy). See `process.critique_surrogate`.
+  """
+  return Objective(
+      rollout=chain(adv_lib.group_advantage("none")),
+      loss=chain(process_lib.critique_surrogate(gamma, clip_eps),
+                 *((entropy_bonus(entropy_coef),) if entropy_coef else ()),
+                 *_kl(kl_coef, kl_estimator),
+                 aggregate("seq_mean_token_sum_norm", norm=norm_len))).check()

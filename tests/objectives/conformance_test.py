@@ -103,6 +103,15 @@ _CASES = [
     Case("future_kl_weights", lambda m: ob.future_kl_weights(8.0), "loss", "other",
          rollout_before=(_adv,), loss_after=_PG,
          missing=("advantages",)),
+    # Methods with extra model calls (jaxrl_llm/objectives/process.py; spec B11, B12).
+    Case("pav_advantage", lambda m: ob.pav_advantage(2.0), "rollout", "other", loss_after=_PG,
+         missing=("step_id", "step_value")),
+    Case("pav_advantage_mean", lambda m: ob.pav_advantage(0.5, "mean"), "rollout", "other",
+         loss_after=_PG),
+    Case("critique_surrogate", lambda m: ob.critique_surrogate(0.1), "loss", "other",
+         rollout_before=(_adv,), missing=("offpolicy", "advantages")),
+    Case("critique_surrogate_clip", lambda m: ob.critique_surrogate(0.1, clip_eps=0.2), "loss",
+         "other", rollout_before=(_adv,)),
 ]
 _IDS = [c.name for c in _CASES]
 
@@ -153,7 +162,22 @@ def _ctx(seed=0, drop=(), **kwargs):
   kwargs.setdefault("tokens", jnp.asarray(rng.integers(0, 9, size=batch.mask.shape)))
   ctx = ctx_of(batch, step=3, drop=drop, **kwargs)
   unembedding = jnp.asarray(rng.normal(size=(13, 4)), jnp.float32)
-  return ctx.replace(extras={**ctx.extras, "unembedding": unembedding})
+  extras = {**ctx.extras, "unembedding": unembedding}
+  extras.update({k: v for k, v in _process_extras(batch, seed).items() if k not in drop})
+  return ctx.replace(extras=extras)
+
+
+def _process_extras(batch, seed):
+  """PAV's step_id [B, T] (−1 off the mask) / step_value [B, 5], Critique-GRPO's offpolicy [B]
+  (the last row of each group)."""
+  rng = np.random.default_rng(seed + 31)
+  b, t = batch.mask.shape
+  steps = np.minimum(np.cumsum(rng.random((b, t)) < 0.4, axis=1), 3)
+  step_id = np.where(batch.mask > 0, steps, -1).astype(np.int32)
+  step_value = rng.random((b, 5)).astype(np.float32)
+  offpolicy = (np.arange(b) % batch.group_size) == batch.group_size - 1
+  return {"step_id": jnp.asarray(step_id), "step_value": jnp.asarray(step_value),
+          "offpolicy": jnp.asarray(offpolicy)}
 
 
 def _value_and_grads(objective, ctx):
