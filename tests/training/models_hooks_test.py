@@ -420,6 +420,7 @@ def _smol_run(tmp_path, name, **hooks):
   c.train.num_steps = 3
   c.train.prompts_per_step = 2
   c.train.num_minibatches = 1
+  c.train.num_micro_batches = 1
   c.sampling.n = 3
   c.sampling.max_new_tokens = 24
   c.mesh.num_devices = 1
