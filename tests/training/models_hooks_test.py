@@ -304,6 +304,22 @@ def test_model_critiques_take_one_batched_critic_call():
   assert out.extras["offpolicy"].sum() == 2
 
 
+def test_critic_source_writes_the_critiques_and_the_policy_the_refinements(monkeypatch):
+  model, tokenizer, _ = _tiny_model()
+  c2 = load_config("tiny")
+  c2.model.random_config.vocab_size = len(tokenizer)
+  c2.model.random_config.num_layers = 1
+  critic, _ = loop.load_model(c2.model, tokenizer)
+  monkeypatch.setitem(hooks_models._SIDE_MODELS, "my-critic", (critic, tokenizer))
+  env = _env()
+  hook = hooks_models.Critique(critique_type="model", critic_source="my-critic",
+                               critic_sees_answer=False, critique_max_new_tokens=4)
+  out = hook.process(_critique_batch(env), env)
+  assert [c["model"] for c in env.calls] == [critic, model]
+  assert "Reference answer" not in env.tokenizer.decode(env.calls[0]["prompts"][0])
+  assert out.extras["offpolicy"].sum() == 2
+
+
 def test_failed_only_refinement_keeps_groups_that_all_pass():
   env = _env(reward=lambda text, example: 1.0)
   batch = _critique_batch(env)
