@@ -7,7 +7,7 @@ quality can never outrank the final answer.
   python launch/train.py --config=configs/ppr.py:qwen2.5-0.5b \
       --config.hooks.process_judge.judge_source=Qwen/Qwen2.5-1.5B-Instruct
 
-    p_{b,j} = P_judge(Yes | rubric, question, step j)        (one teacher-forced forward, no sampling)
+    p_{b,j} = P_judge(Yes | rubric, question, step j)   (a teacher-forced forward, no sampling)
     r_{b,j} = p_{b,j} + o_b − 1;  r̃ = normalised over all steps of the group
     A_{b,t} = Σ_{j ≥ j(t)} r̃_{b,j},  PPO clip + k3 KL (β = 0.001),  seq_mean_token_mean
 

@@ -176,8 +176,8 @@ def yes_probability(config: models.ModelConfig, params: Any, prompts: Sequence[S
 
   Prompts are left-padded (masked) to a common length rounded up to a power of two (at least
   64), in chunks of `batch_size` rows (a short chunk padded to a power of two of rows), so that
-  few shapes are compiled; each chunk is one teacher-forced forward of the judge, reading the hidden state at
-  the last position and two columns of the LM head.
+  few shapes are compiled; each chunk is one teacher-forced forward of the judge, reading the
+  hidden state at the last position and two columns of the LM head.
   """
   if not prompts:
     return np.zeros(0, np.float64)
