@@ -18,6 +18,9 @@ from jaxrl_llm.objectives.base import (
     identity, metric_values, stateless)
 from jaxrl_llm.objectives.combine import chain, named_chain
 from jaxrl_llm.objectives.context import LossContext, Mean, split_rows, sum_means
+# LaSeR (spec B8): last-token self-rewarding.
+from jaxrl_llm.objectives.laser import (
+    SR_PHASES, self_reward_advantage, self_reward_loss, self_reward_score, self_reward_weights)
 from jaxrl_llm.objectives.numerics import (
     KL_ESTIMATORS, GroupStats, group_all_equal, group_stats, group_sum, kl_estimate)
 from jaxrl_llm.objectives.presets import (
@@ -55,3 +58,7 @@ __all__ = [
     "rloo", "sequence_log_ratio", "RefreshState", "refresh_due", "split_rows", "stateless", "sum_means", "trl_compatible",
 ]
 __all__ += ["bok_value", "critique_shaping", "step_progress"]   # spec B11, B12 helpers
+# LaSeR (spec B8).
+TRANSFORMS += ("self_reward_weights", "self_reward_loss", "self_reward_advantage")
+__all__ += ["SR_PHASES", "self_reward_score", "self_reward_weights", "self_reward_loss",
+            "self_reward_advantage"]

@@ -550,3 +550,50 @@ def critique_grpo(gamma: float = 0.1, clip_eps: float | None = None,
                  *((entropy_bonus(entropy_coef),) if entropy_coef else ()),
                  *_kl(kl_coef, kl_estimator),
                  aggregate("seq_mean_token_sum_norm", norm=norm_len))).check()
+
+
+# --------------------------------------------------------------------------------------------------
+# LaSeR (spec B8): last-token self-rewarding, transforms in objectives/laser.py. The label-free
+# methods of B9/B10 (majority vote, TTRV, Co-Reward) are reward-side hooks
+# (training/hooks_voting.py) on the plain `grpo` preset.
+# pylint: disable-next=g-import-not-at-top
+from jaxrl_llm.objectives import laser as laser_lib  # noqa: E402
+
+
+@register
+def laser(sr_coef: float = 0.1, beta_v: float = 0.1, c_ref: float = -23.0,
+          sr_temperature: float = 1.0, balanced: bool = True, omega: float = 0.1,
+          tau_f: float = 0.1, warmup_steps: int = 200, sr_adv_phase: str = "rollout",
+          eps_low: float = 0.2, eps_high: float = 0.2, kl_coef: float = 0.0,
+          kl_estimator: str = "k3", adv_eps: float = 1e-6,
+          aggregation: str = "token_mean", sr_token: int | None = None) -> Objective:
+  """LaSeR, last-token self-rewarding (Yang et al., arXiv 2510.14943; spec B8).
+
+    s_b = β_v(τ·sr_logp_b − c_ref);  L = L_GRPO(token_mean) + α_SR (1/N) Σ_b u_b w_b (s_b − r_b)²
+    after `warmup_steps`: A' = (1 − ω)A + ωÂ^SR, Â^SR the group-normalised clip(sg(s), 0, 1)
+  Defaults (code `run_qwen2_5_7b.sh`, `actor.yaml`): α_SR = `sr_coef` = 0.1, β_v = 0.1, c_ref =
+  −23 (constant), balanced weights, ω = 0.1, τ_f = 0.1, warm-up 200 steps, ε = 0.2, KL 0,
+  token-mean loss. `sr_temperature` is τ, the sampling temperature (configs tie it to
+  `sampling.temperature`). `sr_token` is z, the self-reward token id of the model's vocabulary
+  (the paper: Qwen2.5's 151652; configs/laser.py picks SmolLM2's); the trainer's forward pass
+  produces `extras["sr_logp"]` for it (the objective requires both); `sr_adv_phase` says which
+  pass feeds the advantage integration (see `laser.py`); ω = 0 drops the integration (and its
+  rollout-phase need for sr_logp). See `objectives/laser.py`.
+  """
+  check_mode(aggregation)
+  if sr_adv_phase not in laser_lib.SR_PHASES:
+    raise ValueError(f"unknown sr_adv_phase {sr_adv_phase!r}; valid: {laser_lib.SR_PHASES}")
+  integrate = (laser_lib.self_reward_advantage(
+      omega, tau_f, warmup_steps, beta_v, c_ref, sr_temperature, phase=sr_adv_phase,
+      sr_token=sr_token),) if omega else ()
+  rollout = [laser_lib.self_reward_weights(balanced, aggregation),
+             adv_lib.group_advantage("group", eps=adv_eps)]
+  loss = [ppo_clip(eps_low, eps_high), *_kl(kl_coef, kl_estimator),
+          laser_lib.self_reward_loss(sr_coef, beta_v, c_ref, sr_temperature, aggregation,
+                                     sr_token=sr_token),
+          aggregate(aggregation)]
+  if sr_adv_phase == "rollout":
+    rollout += integrate
+  else:
+    loss = list(integrate) + loss
+  return Objective(rollout=chain(*rollout), loss=chain(*loss)).check()

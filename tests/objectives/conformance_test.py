@@ -112,8 +112,28 @@ _CASES = [
          rollout_before=(_adv,), missing=("offpolicy", "advantages")),
     Case("critique_surrogate_clip", lambda m: ob.critique_surrogate(0.1, clip_eps=0.2), "loss",
          "other", rollout_before=(_adv,)),
+    # LaSeR (jaxrl_llm/objectives/laser.py; spec B8). `sr_logp` comes from the trainer's forward
+    # pass in a run; here a rollout-phase stand-in puts a [B] value in extras.
+    Case("self_reward_weights", lambda m: ob.self_reward_weights(True, m), "rollout", "other",
+         rollout_before=(lambda: _sr_logp(),), rollout_after=(_adv,),
+         loss_after=_PG + (lambda: ob.self_reward_loss(0.5),), missing=("truncated",)),
+    Case("self_reward_loss", lambda m: ob.self_reward_loss(
+        0.5, aggregation=m, norm=5.0 if m == "seq_mean_token_sum_norm" else None), "loss",
+         "other", rollout_before=(lambda: _sr_logp(), lambda: ob.self_reward_weights(), _adv),
+         loss_before=_PG, missing=("sr_logp",)),
+    Case("self_reward_advantage", lambda m: ob.self_reward_advantage(0.5, 0.05, 0), "rollout",
+         "other", rollout_before=(lambda: _sr_logp(), _adv), loss_after=_PG,
+         missing=("sr_logp",)),
 ]
 _IDS = [c.name for c in _CASES]
+
+
+def _sr_logp():
+  """LaSeR's `sr_logp` [B] stand-in (spread around c_ref = −23), from masked old logp."""
+  def apply(ctx):
+    row = jnp.sum(jnp.where(ctx.mask > 0, ctx.old_logp, 0.0), axis=1)
+    return ctx.replace(extras={**ctx.extras, "sr_logp": -23.0 + 4.0 * row})
+  return ob.stateless(apply)
 
 
 
