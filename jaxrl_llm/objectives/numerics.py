@@ -2,7 +2,8 @@
 
 Group statistics go through `group_stats`: it reshapes `[B]` to `[P, G]` when groups are contiguous
 and of equal size (works on batch-sharded arrays on Explicit and Auto meshes), and falls back to
-`jax.ops.segment_*` with the static `ctx.num_groups` for ragged groups given by `ctx.group_ids`.
+`jax.ops.segment_*` with the static `ctx.num_groups` for ragged groups given by `ctx.group_ids`
+(on a batch-sharded array of an Explicit mesh, reduced from a replicated copy of the B values).
 """
 import math
 from typing import NamedTuple
@@ -48,8 +49,19 @@ def _per_group(x: Array, ctx: LossContext, reduce_pg, reduce_seg) -> Array:
       x = jax.sharding.reshard(x, jax.sharding.PartitionSpec())
     r = reduce_pg(x.reshape(p, g))                              # [P]
     return jnp.broadcast_to(r[:, None], (p, g)).reshape(p * g)
-  r = reduce_seg(x, ctx.group_ids, num_segments=ctx.num_groups)  # [num_groups]
-  return r[ctx.group_ids]
+  ids = ctx.group_ids
+  if _batch_shards(x) > 1 or _batch_shards(ids) > 1:
+    # Ragged groups on an Explicit mesh: a segment reduction of a batch-sharded [B] into
+    # [num_groups] is a scatter whose output sharding JAX cannot pick. Reduce replicated (B
+    # scalars gathered, cheap) and read each row's value back with the sharded ids, so the result
+    # keeps the rows' sharding (that of `x`, else of the ids).
+    replicated = jax.sharding.PartitionSpec()
+    r = reduce_seg(jax.sharding.reshard(x, replicated), jax.sharding.reshard(ids, replicated),
+                   num_segments=ctx.num_groups)                 # [num_groups], replicated
+    rows = x if _batch_shards(x) > 1 else ids
+    return r.at[ids].get(out_sharding=jax.typeof(rows).sharding)
+  r = reduce_seg(x, ids, num_segments=ctx.num_groups)           # [num_groups]
+  return r[ids]
 
 
 def group_sum(x: Float[Array, " B"], ctx: LossContext) -> Float[Array, " B"]:
