@@ -32,7 +32,7 @@ def _write(ctx: LossContext, adv_b, ns: str = "adv") -> LossContext:
 
 
 def group_advantage(scale: str = "group", eps: float = 1e-6, ddof: int = 1,
-                    singleton: str = "zero") -> LossTransform:
+                    singleton: str = "zero", clip: float | None = None) -> LossTransform:
   """Group-relative advantage, `A_b = sg((r_b − μ_{g(b)}) / (σ + ε))`. Rollout phase.
 
   `scale` chooses σ (TRL's `scale_rewards`):
@@ -41,10 +41,14 @@ def group_advantage(scale: str = "group", eps: float = 1e-6, ddof: int = 1,
     "none":  no division, `A_b = r_b − μ_{g(b)}` (Dr. GRPO, arXiv 2503.20783; TRL "none").
   Stds use `ddof` (1 = Bessel, as verl/TRL/oat). ε = 1e-6 (verl, oat); TRL uses 1e-4.
   Groups of one row: `singleton="zero"` gives A = 0 (spec default, TRL), "verl" gives A = r_b.
-  Zero-variance groups give A = 0 exactly. Reads `rewards`; writes `advantages`; logs `adv/*`.
+  Zero-variance groups give A = 0 exactly. `clip` = c bounds A to [−c, c] (Knapsack RL clips at
+  5: with binary rewards a group of N rows with one success has A ≈ √N, ~11 for N = 128; logs
+  `adv/clipped_frac`). Reads `rewards`; writes `advantages`; logs `adv/*`.
   """
   _validate("scale", scale, SCALES)
   _validate("singleton rule", singleton, SINGLETON_RULES)
+  if clip is not None and not clip > 0:
+    raise ValueError(f"group_advantage clip must be positive (or None for no clip), got {clip}")
 
   def apply(ctx: LossContext) -> LossContext:
     ctx.check_rollout_phase(by="group_advantage")
@@ -62,7 +66,11 @@ def group_advantage(scale: str = "group", eps: float = 1e-6, ddof: int = 1,
       adv = centred
     single = stats.count <= 1
     adv = jnp.where(single, r if singleton == "verl" else 0.0, adv)
-    return _write(ctx, adv)
+    if clip is None:
+      return _write(ctx, adv)
+    clipped = jnp.abs(adv) > clip
+    return _write(ctx, jnp.clip(adv, -clip, clip)).log(**{
+        "adv/clipped_frac": ctx.row_mean(clipped.astype(adv.dtype))})
 
   return stateless(apply, phase="rollout")
 

@@ -105,7 +105,8 @@ def _kl(kl_coef, kl_estimator):
 @register
 def grpo(eps_low: float = 0.2, eps_high: float = 0.2, dual_clip: float | None = None,
          kl_coef: float = 0.04, kl_estimator: str = "k3", adv_eps: float = 1e-6,
-         aggregation: str = "seq_mean_token_mean", norm_len: float | None = None) -> Objective:
+         aggregation: str = "seq_mean_token_mean", norm_len: float | None = None,
+         adv_clip: float | None = None) -> Objective:
   """GRPO (Shao et al., DeepSeekMath, arXiv 2402.03300).
 
     A_b = (r_b − μ_{g(b)}) / (σ_{g(b)} + ε)                     (Bessel σ, ε = 1e-6 as verl)
@@ -113,10 +114,11 @@ def grpo(eps_low: float = 0.2, eps_high: float = 0.2, dual_clip: float | None = 
     L = (1/N') Σ_b (1/|o_b|) Σ_t m_{b,t} ℓ_{b,t}                 (seq_mean_token_mean)
   Defaults: ε = 0.2 (TRL/verl), β = `kl_coef` = 0.04 with the k3 estimator, no dual clip.
   `aggregation`/`norm_len` choose another reduction (see `aggregate`). β = 0 drops the KL term and
-  with it the reference forward pass.
+  with it the reference forward pass. `adv_clip` = c bounds A to [−c, c] (none by default;
+  Knapsack RL's recipe clips at 5, `configs/knapsack.py`).
   """
   return Objective(
-      rollout=chain(adv_lib.group_advantage("group", eps=adv_eps)),
+      rollout=chain(adv_lib.group_advantage("group", eps=adv_eps, clip=adv_clip)),
       loss=chain(ppo_clip(eps_low, eps_high, dual_clip), *_kl(kl_coef, kl_estimator),
                  aggregate(check_mode(aggregation), norm=norm_len))).check()
 
