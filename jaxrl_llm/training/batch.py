@@ -120,13 +120,17 @@ def split_micro_batches(batch: RolloutBatch, num_micro_batches: int
 
 def group_minibatches(batch: RolloutBatch, num_minibatches: int, key: jax.Array | None
                       ) -> list[RolloutBatch]:
-  """Splits a rollout batch into minibatches of whole groups, shuffled by `key` (None: in order).
+  """Splits a rollout batch into minibatches, shuffled by `key` (None: in order).
 
-  For `mu` updates per rollout batch: each minibatch holds P / num_minibatches complete groups.
+  For `mu` updates per rollout batch. Contiguous groups of equal size (`ctx.group_size`): each
+  minibatch holds P / num_minibatches complete groups (group ids local to it). Ragged groups
+  (explicit `group_ids`, e.g. Knapsack RL's per-prompt budgets): `ragged_minibatches`, B /
+  num_minibatches shuffled rows each. Either way every minibatch has B / num_minibatches rows, so
+  the jitted train step keeps one shape.
   """
   g, b = batch.group_size, batch.batch_size
-  if g is None:
-    raise ValueError("group_minibatches needs contiguous groups (ctx.group_size).")
+  if g is None or g * batch.ctx.num_groups != b:
+    return ragged_minibatches(batch, num_minibatches, key)
   p = b // g
   if p % num_minibatches:
     raise ValueError(f"{p} groups do not split into {num_minibatches} equal minibatches; choose "
@@ -140,6 +144,33 @@ def group_minibatches(batch: RolloutBatch, num_minibatches: int, key: jax.Array 
     part = jax.tree.map(lambda x: x[rows] if _is_row_leaf(x, b) else x, batch)
     ctx = part.ctx.replace(group_ids=jnp.arange(per * g, dtype=jnp.int32) // g, num_groups=per)
     out.append(part.replace(ctx=ctx))
+  return out
+
+
+def ragged_minibatches(batch: RolloutBatch, num_minibatches: int, key: jax.Array | None
+                       ) -> list[RolloutBatch]:
+  """Minibatches of B / num_minibatches rows of a batch with groups of unequal size.
+
+  Rows are shuffled by `key` (None: in order) and cut into equal slices, so every minibatch has
+  the same static shape whatever the group sizes (packing whole groups of varying sizes into
+  equal bins would need padding rows and a shape that changes with the allocation). This is
+  exact because the rollout phase has already computed everything that needs whole groups
+  (advantages, group filters) on the whole batch, and loss-phase transforms are per row / per
+  token (rollout-phase transforms cannot run in the loss chain; `thr_weights`, which reads groups
+  in the loss, raises on ragged groups). A minibatch keeps the rows' global `group_ids` and the
+  static `num_groups`, with `group_size` None. The rows of a minibatch keep their batch order.
+  """
+  b = batch.batch_size
+  if num_minibatches < 1 or b % num_minibatches:
+    raise ValueError(f"a batch of {b} rows does not split into {num_minibatches} equal "
+                     f"minibatches; choose num_minibatches dividing {b}.")
+  order = np.arange(b) if key is None else np.asarray(jax.random.permutation(key, b))
+  per = b // num_minibatches
+  batch = batch.replace(ctx=batch.ctx.replace(group_size=None))
+  out = []
+  for i in range(num_minibatches):
+    rows = jnp.asarray(np.sort(order[i * per:(i + 1) * per]))
+    out.append(jax.tree.map(lambda x, rows=rows: x[rows] if _is_row_leaf(x, b) else x, batch))
   return out
 
 

@@ -11,7 +11,8 @@ One iteration, for `train.num_steps` iterations:
   4. the rollout phase once on the whole batch (`training.rollout`: reference logp, recomputed
      old logp, advantages, group filters);
   5. `train.num_updates` passes, each over `train.num_minibatches` shuffled minibatches of whole
-     groups, one jitted `train_step` each;
+     groups (of shuffled rows when groups differ in size: `batch.ragged_minibatches`), one
+     jitted `train_step` each;
   6. one line of metrics appended to `<workdir>/metrics.jsonl` (and TensorBoard scalars in
      `<workdir>/tb` with `log.tensorboard`), a progress bar with `log.progress`;
   7. every `ckpt.every_steps` iterations and at the end, a checkpoint of the state and the data
@@ -350,6 +351,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if restored is not None:
     for hook in hooks:
       hook.restore(extra.get("hooks", {}).get(hook.name, {}))
+  # Hooks whose counts make groups of unequal size most iterations (Knapsack RL) declare it.
+  counting = any(getattr(h, "uneven_counts", False) for h in hooks)
   answer_fn = rewards.AnswerExtractor(tuple(config.reward.extract))
   env_kwargs = dict(answer_fn=answer_fn, step=0,
                     max_prompt_tokens=config.data.max_prompt_tokens)
@@ -398,6 +401,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       lengths = _host(comps.lengths)
       t2 = time.perf_counter()
       batch = hooks_lib.to_rollout_batch(host, step=state.step)
+      if counting and batch.ctx.group_size is not None:
+        # Equal groups take the ragged batches' explicit-group_ids form (same ids, same
+        # num_groups), so the rollout phase and the train step compile once for both.
+        batch = batch.replace(ctx=batch.ctx.replace(group_size=None))
       if roll is None:
         roll = jit_rollout(mesh, state, batch, model_config=model.config, objective=objective,
                            temperature=scfg.temperature,
