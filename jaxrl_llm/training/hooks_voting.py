@@ -185,6 +185,15 @@ def _clean_rephrasing(text: str) -> str:
   return text
 
 
+_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
+
+
+def _numbers(text: str) -> list[str]:
+  """The numbers written in digits in `text`, sorted (a multiset), signs dropped: "3 - 5" and
+  "5 subtracted from 3" hold the same numbers."""
+  return sorted(n.lstrip("-").replace(",", "") for n in _NUMBER.findall(text))
+
+
 def _with_question(example: Any, messages: list, role: str) -> Any:
   if dataclasses.is_dataclass(example):
     metadata = {**getattr(example, "metadata", {}), "co_reward": role}
@@ -213,9 +222,12 @@ class CoReward(RolloutHook):
   metadata entry, e.g. the released CoReward-RephrasedMATH column) when it has one, else (with
   `generate`) the policy's greedy rewrite of the question under `instruction` (one batched
   `env.sample` at temperature 0, `max_new_tokens` long). The question's answer-format instruction
-  is kept and re-appended to the rephrasing. A rephrasing that is empty, unfinished, the same as
-  the question, or longer than `data.max_prompt_tokens` falls back to the question itself (a
-  copy: then the pair is plain cross-sample majority voting) and is counted as failed.
+  is kept and re-appended to the rephrasing. A generated rephrasing is accepted only if it is
+  finished, differs from the question, and (`keep_numbers`) holds the same numbers as the question
+  (as a multiset, written in digits): a small model often answers or solves the question instead
+  of rewriting it, and an equivalent question keeps its quantities. A rephrasing that is
+  rejected, or longer than `data.max_prompt_tokens`, falls back to the question itself (a copy:
+  then the pair is plain cross-sample majority voting) and is counted as failed.
   Layout: original k is group 2k, its rephrasing group 2k+1; the batch holds 2P groups of
   `sampling.n` (so 2P·n rows: `train.prompts_per_step` counts original questions).
   `process` rewards each rollout for agreeing with the majority answer of the other group of its
@@ -227,12 +239,15 @@ class CoReward(RolloutHook):
     generate: rephrase with the policy when the field is missing (else: fall back to the copy).
     instruction: the rephrasing prompt, with `{question}`.
     max_new_tokens: length budget of a generated rephrasing.
+    keep_numbers: reject generated rephrasings whose numbers differ from the question's.
     count_missing, min_votes: as in `majority_vote`.
 
-  Logs `co_reward/agreement_rate` (pairs whose two majority answers agree), `co_reward/reward_mean`,
-  `co_reward/rephrase_generated_frac` and `co_reward/rephrase_failed_frac` (of this iteration's
-  questions), `co_reward/no_answer_frac`, and with references `co_reward/true_accuracy` (the
-  verifier on the original questions' rows, for logging only).
+  Logs `co_reward/agreement_rate` (pairs whose two majority answers agree),
+  `co_reward/reward_mean`, `co_reward/no_answer_frac`; of this iteration's questions
+  `co_reward/rephrase_attempted_frac` (sent to the policy), `co_reward/rephrase_field_frac`,
+  `co_reward/rephrase_generated_frac` (accepted generations), `co_reward/rephrase_failed_frac`
+  (copies); with references `co_reward/true_accuracy` (the verifier on the original questions'
+  rows, for logging only).
   """
   name = "co_reward"
   order = 10
@@ -241,7 +256,7 @@ class CoReward(RolloutHook):
 
   def __init__(self, field: str = "rephrased", generate: bool = True,
                instruction: str = REPHRASE_INSTRUCTION, max_new_tokens: int = 128,
-               count_missing: bool = False, min_votes: int = 2):
+               keep_numbers: bool = True, count_missing: bool = False, min_votes: int = 2):
     if "{question}" not in instruction:
       raise ValueError("co_reward instruction needs a '{question}' placeholder "
                        "(config.hooks.co_reward.instruction)")
@@ -251,6 +266,7 @@ class CoReward(RolloutHook):
     self.generate = bool(generate)
     self.instruction = instruction
     self.max_new_tokens = int(max_new_tokens)
+    self.keep_numbers = bool(keep_numbers)
     self.count_missing = bool(count_missing)
     self.min_votes = int(min_votes)
     self._last: dict[str, float] = {}
@@ -272,7 +288,9 @@ class CoReward(RolloutHook):
       truncated = np.asarray(comps.truncated)
       for j, i in enumerate(todo):
         text = _clean_rephrasing(texts[j])
-        if text and not truncated[j] and text != questions[i][0].strip():
+        question = questions[i][0].strip()
+        same_numbers = not self.keep_numbers or _numbers(text) == _numbers(question)
+        if text and not truncated[j] and text != question and same_numbers:
           rephrased[i] = text
           generated += 1
     out, failed = [], 0
@@ -280,7 +298,9 @@ class CoReward(RolloutHook):
       pair = self._rephrased_prompt(p, instr, text, env)
       failed += pair is None
       out += [p, pair if pair is not None else self._copy(p)]
-    self._last = {"co_reward/rephrase_generated_frac": generated / max(len(prompts), 1),
+    attempted = len(todo) if self.generate else 0
+    self._last = {"co_reward/rephrase_attempted_frac": attempted / max(len(prompts), 1),
+                  "co_reward/rephrase_generated_frac": generated / max(len(prompts), 1),
                   "co_reward/rephrase_field_frac": sum(from_field) / max(len(prompts), 1),
                   "co_reward/rephrase_failed_frac": failed / max(len(prompts), 1)}
     return out
