@@ -141,7 +141,7 @@ def answer_entropy(answer_id: Int[Array, " B"], ctx: LossContext) -> Float[Array
   """
   ans = _replicated(answer_id.astype(jnp.int32))
   ids, _ = pair_ids(_replicated(ctx.group_ids), ans)
-  same = group_stats(jnp.ones_like(ctx.rewards), _regrouped(ctx, ids)).count
+  same = group_stats(_replicated(jnp.ones_like(ctx.rewards)), _regrouped(ctx, ids)).count
   same = jnp.where(ans < 0, 1.0, same)
   n = group_sum(jnp.ones_like(ctx.rewards), ctx)
   return group_sum(-jnp.log2(same / n), ctx) / n
