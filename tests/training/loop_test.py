@@ -30,6 +30,7 @@ SEED_CONFIGS = ["grpo_llds", "gspo_llds", "dapo_nsr", "gspo_nsr", "owpo", "dapo_
 # rollout hooks run on a baseline preset).
 SEED_II_CONFIGS: dict[str, str] = {}
 SEED_II_CONFIGS.update({"pav": "pav", "critique_grpo": "critique_grpo"})   # B11, B12
+SEED_II_CONFIGS.update({"knapsack": "grpo"})   # B3: GRPO with clip-higher and adv_clip = 5
 SEED_II_CONFIGS.update({"mm_upt": "grpo", "ttrv": "grpo", "co_reward": "grpo",
                         "laser": "laser"})   # B8, B9, B10
 CONFIG_NAMES = ["base", "tiny", "grpo", "dapo", "dr_grpo", "gspo", *SEED_CONFIGS,
