@@ -46,6 +46,8 @@ _CASES = [
     Case("group_advantage", lambda m: ob.group_advantage(), "rollout", "other", loss_after=_PG),
     Case("group_advantage_batch", lambda m: ob.group_advantage("batch"), "rollout", "other",
          loss_after=_PG),
+    Case("group_advantage_clip", lambda m: ob.group_advantage(clip=0.5), "rollout", "other",
+         loss_after=_PG),   # Knapsack RL's advantage clip (grpo adv_clip)
     Case("rloo_advantage", lambda m: ob.rloo_advantage(), "rollout", "other", loss_after=_PG),
     Case("reinforce_pp_advantage", lambda m: ob.reinforce_pp_advantage(), "rollout", "other",
          loss_after=_PG),
