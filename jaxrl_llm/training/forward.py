@@ -21,7 +21,9 @@ Outputs on request (names in the objective's `requires`, which `forward_outputs`
                      with only response tokens as FAI receivers; 0 off the completion mask.
 
 Parameters of these outputs travel as tags in `requires` ("name=value" strings), so that the
-objective alone decides them and the same static `requires` reaches the rollout and the train step:
+objective alone decides them (no loop or config plumbing): the rollout and the train step pass the
+tags of the whole objective (either phase may declare them; two different values for one key are
+an error) with the names their phase requires:
 
   "sr_token=<id>"          z, the self-reward token id (required with "sr_logp"). Alternatively
                            the batch may carry `ctx.extras["sr_token"]` ([B] int, e.g. from a

@@ -71,8 +71,9 @@ def rollout(
   wanted = rollout_requires & set(FORWARD_REQUIRES)
   extra_names = [k for k in EXTRA_OUTPUTS if k in wanted]
   if recompute_old_logp or wanted:
-    # The old policy's outputs; tags in `requires` (sr_token, attn_*) parametrise them.
-    tags = {r for r in rollout_requires if "=" in r}
+    # The old policy's outputs; the objective's tags (sr_token, attn_*: either phase may carry
+    # them, they must agree) parametrise them.
+    tags = {r for r in objective.requires if "=" in r}
     outs = jax.lax.stop_gradient(forward_outputs(
         state.params, model_config, batch, wanted | tags, temperature=temperature,
         chunk_size=chunk_size))

@@ -39,7 +39,8 @@ PyTree = Any
 def _loss_total(params, mb: RolloutBatch, loss_state, step, rng, *, model_config, objective,
                 temperature, chunk_size, remat):
   """`ctx.loss.total` of one micro-batch (the quantity that is differentiated), with aux."""
-  requires = objective.loss.requires - {"ref_logp"}
+  tags = {r for r in objective.requires if "=" in r}   # sr_token, attn_*: from either phase
+  requires = (objective.loss.requires | tags) - {"ref_logp"}
   outs = forward_outputs(params, model_config, mb, requires, temperature=temperature,
                          chunk_size=chunk_size, remat=remat)
   extra_outs = {k: outs.pop(k) for k in EXTRA_OUTPUTS if k in outs}
