@@ -62,3 +62,8 @@ __all__ += ["bok_value", "critique_shaping", "step_progress"]   # spec B11, B12 
 TRANSFORMS += ("self_reward_weights", "self_reward_loss", "self_reward_advantage")
 __all__ += ["SR_PHASES", "self_reward_score", "self_reward_weights", "self_reward_loss",
             "self_reward_advantage"]
+# Attention-Illuminates (spec B13): preplan-and-anchor credit from attention statistics.
+from jaxrl_llm.objectives.attention_credit import (  # noqa: E402
+    ATTENTION_STRATEGIES, attention_credit, selected_tokens, top_fraction)
+TRANSFORMS += ("attention_credit",)
+__all__ += ["ATTENTION_STRATEGIES", "attention_credit", "selected_tokens", "top_fraction"]

@@ -599,3 +599,33 @@ def laser(sr_coef: float = 0.1, beta_v: float = 0.1, c_ref: float = -23.0,
   else:
     loss = list(integrate) + loss
   return Objective(rollout=chain(*rollout), loss=chain(*loss)).check()
+
+
+# --------------------------------------------------------------------------------------------------
+# Attention Illuminates LLM Reasoning (spec B13): objectives/attention_credit.py; the trainer's
+# rollout forward computes `waad`/`fai` (training/forward.py).
+from jaxrl_llm.objectives import attention_credit as attention_lib  # noqa: E402
+
+
+@register
+def grpo_attention(strategy: str = "coupled", gamma: float = 1.0, q: float = 0.1,
+                   window: int = 10, num_heads: int = 4, local_heads: str = "",
+                   global_heads: str = "", eps_low: float = 0.2, eps_high: float = 0.2,
+                   kl_coef: float = 0.0, kl_estimator: str = "k3", adv_eps: float = 1e-6,
+                   aggregation: str = "seq_mean_token_mean") -> Objective:
+  """GRPO with preplan-and-anchor credit (Li et al., arXiv 2510.13554; spec B13).
+
+    A_b = GRPO's;  A'_{b,t} = A_b·(1 + γ·1[t ∈ set]),  set = coupled | preplan | anchor tokens
+    ℓ = −min(ρA', clip(ρ, 1−ε, 1+ε)A') (+ β·k3),  L = seq_mean_token_mean
+  The sets come from the old policy's attention (WAAD of local heads, FAI of global heads) over
+  each response, computed by the trainer's rollout forward. [reconstruction, spec §6]: W = 10,
+  q = 0.1, γ = 1 and the head choice (`num_heads` heads per set by mean attention distance on the
+  batch, or explicit "layer.head" lists) are not in the sources; GRPO's ε = 0.2, no KL (the
+  papernotes runs are plain GRPO). See `attention_credit.attention_credit`.
+  """
+  return Objective(
+      rollout=chain(adv_lib.group_advantage("group", eps=adv_eps),
+                    attention_lib.attention_credit(strategy, gamma, q, window, num_heads,
+                                                   local_heads, global_heads)),
+      loss=chain(ppo_clip(eps_low, eps_high), *_kl(kl_coef, kl_estimator),
+                 aggregate(check_mode(aggregation)))).check()

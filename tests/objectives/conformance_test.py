@@ -126,6 +126,12 @@ _CASES = [
     Case("self_reward_advantage", lambda m: ob.self_reward_advantage(0.5, 0.05, 0), "rollout",
          "other", rollout_before=(lambda: _sr_logp(), _adv), loss_after=_PG,
          missing=("sr_logp",)),
+    # Attention-Illuminates (jaxrl_llm/objectives/attention_credit.py; spec B13). `waad`/`fai`
+    # come from the trainer's rollout forward in a run; here a stand-in (`_attention_stats`).
+    Case("attention_credit", lambda m: ob.attention_credit(), "rollout", "other",
+         rollout_before=(lambda: _attention_stats(), _adv), loss_after=_PG, missing=("waad",)),
+    Case("attention_credit_preplan", lambda m: ob.attention_credit("preplan", q=0.3), "rollout",
+         "other", rollout_before=(lambda: _attention_stats(), _adv), loss_after=_PG),
 ]
 _IDS = [c.name for c in _CASES]
 
@@ -137,6 +143,17 @@ def _sr_logp():
     return ctx.replace(extras={**ctx.extras, "sr_logp": -23.0 + 4.0 * row})
   return ob.stateless(apply)
 
+
+
+def _attention_stats():
+  """Stand-in for the rollout forward's `waad` ∈ [0, 10] and `fai` ∈ [0, 1] [B, T] (spec B13),
+  from masked old logp."""
+  def apply(ctx):
+    x = jnp.where(ctx.mask > 0, ctx.old_logp, 0.0)
+    waad = jnp.where(ctx.mask > 0, 10.0 * jax.nn.sigmoid(3.0 * x), 0.0)
+    fai = jnp.where(ctx.mask > 0, jax.nn.sigmoid(-2.0 * x - 1.0), 0.0)
+    return ctx.replace(extras={**ctx.extras, "waad": waad, "fai": fai})
+  return ob.stateless(apply)
 
 
 def _factory(case: Case) -> str:

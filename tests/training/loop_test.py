@@ -33,6 +33,7 @@ SEED_II_CONFIGS.update({"pav": "pav", "critique_grpo": "critique_grpo"})   # B11
 SEED_II_CONFIGS.update({"knapsack": "grpo"})   # B3: GRPO with clip-higher and adv_clip = 5
 SEED_II_CONFIGS.update({"mm_upt": "grpo", "ttrv": "grpo", "co_reward": "grpo",
                         "laser": "laser"})   # B8, B9, B10
+SEED_II_CONFIGS.update({"grpo_attention": "grpo_attention"})   # B13
 CONFIG_NAMES = ["base", "tiny", "grpo", "dapo", "dr_grpo", "gspo", *SEED_CONFIGS,
                 *SEED_II_CONFIGS]
 
