@@ -555,6 +555,77 @@ def critique_grpo(gamma: float = 0.1, clip_eps: float | None = None,
 
 
 # --------------------------------------------------------------------------------------------------
+# Methods that regroup the batch (spec B2 Stratified GRPO, B4 COPO, B5 D3S): transforms in
+# objectives/seed_groups.py, the `stratum` hook in training/hooks_groups.py, `answers` in hooks.py.
+from jaxrl_llm.objectives import seed_groups  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+@register
+def stratified_grpo(alpha: float = 0.8, max_stratum: int | None = None, eps_low: float = 0.2,
+                    eps_high: float = 0.2, kl_coef: float = 0.001, kl_estimator: str = "k3",
+                    adv_eps: float = 1e-6, aggregation: str = "seq_mean_token_mean"
+                    ) -> Objective:
+  """Stratified GRPO (Zhu et al., arXiv 2510.06214; spec B2), on Search-R1's GRPO.
+
+    A_b = α·(r_b − μ_{k,c})/(σ_{k,c} + ε) + (1 − α)·(r_b − μ_k)/(σ_k + ε)   (strata c in group k)
+    ℓ = −min(ρA, clip(ρ, 1−ε, 1+ε)A) + β·k3,  L = seq_mean_token_mean
+  Needs the `stratum` hook (config.hooks.stratum: e.g. the number of `<search>` calls per row).
+  Defaults: α = 0.8 [reconstruction: not in the sources; sweep {0.5, 0.8, 1}], no stratum merging
+  (`max_stratum` merges strata >= it); Search-R1's ε = 0.2, β = 0.001 (k3), seq_mean_token_mean.
+  See `seed_groups.stratified_advantage`.
+  """
+  return Objective(
+      rollout=chain(seed_groups.stratified_advantage(alpha, adv_eps, max_stratum)),
+      loss=chain(ppo_clip(eps_low, eps_high), *_kl(kl_coef, kl_estimator),
+                 aggregate(check_mode(aggregation)))).check()
+
+
+@register
+def copo(kappa: float = 20.0, h0: float = 0.5, gate: str = "soft_with_forced",
+         consistency_discount: bool = False, eps_low: float = 0.2, eps_high: float = 0.2,
+         dual_clip: float | None = 3.0, kl_coef: float = 0.0, kl_estimator: str = "k3",
+         adv_eps: float = 1e-6, aggregation: str = "seq_mean_token_mean") -> Objective:
+  """COPO, Consistency-Aware Policy Optimization (Han et al., arXiv 2508.04138; spec B4).
+
+    A^g: group accuracy normalised over the batch's prompts;  A^l: GRPO's advantage
+    w = sigmoid(κ(H_k − h0)) (H_k: entropy of group k's answers, bits), 0 where A^l = 0
+    ℓ = (1 − w)·ℓ^clip(ρ, A^g) + w·ℓ^clip(ρ, A^l) (+ β·k3),  L = seq_mean_token_mean
+  Needs the `answers` hook (config.hooks.answers: group-local answer ids). Defaults (official
+  code and scripts): κ = 20, h0 = 0.5 bits, c_k = 1 (`consistency_discount` uses the entropy
+  discount), gate "soft_with_forced" [reconstruction: which variant the paper's tables use is
+  not confirmed], ε = 0.2, verl's dual clip c = 3 on both branches, β = 0 (the scripts use 0 or
+  0.001). See `seed_groups.copo_advantage`, `seed_groups.copo_clip`.
+  """
+  return Objective(
+      rollout=chain(seed_groups.copo_advantage(kappa, h0, gate, consistency_discount, adv_eps)),
+      loss=chain(seed_groups.copo_clip(eps_low, eps_high, dual_clip),
+                 *_kl(kl_coef, kl_estimator), aggregate(check_mode(aggregation)))).check()
+
+
+@register
+def d3s(sample_frac: float = 0.5, token_frac: float = 0.2, ramp_steps: int | None = 100,
+        scope: str = "group", eps_low: float = 0.2, eps_high: float = 0.28,
+        kl_coef: float = 0.0, kl_estimator: str = "k3", adv_eps: float = 1e-6) -> Objective:
+  """D3S, Dynamic Dual-Level Down-Sampling (Wang et al., arXiv 2509.22115; spec B5), on a
+  GRPO/DAPO-style PPO-clip loss.
+
+    A = GRPO's advantage on the full groups;  rows: the ⌈κ_s n⌉ of each group with the largest
+    Var(A);  tokens: the top κ_t fraction by |A|·H;  κ(τ) = κ_min + (1 − κ_min)·min(1, τ/τ_ramp)
+    ℓ = −min(ρA, clip(ρ, 1−ε_low, 1+ε_high)A),  L = token_mean over the kept tokens
+  Defaults [reconstruction: the paper's values were not found]: κ_s 0.5 → 1, κ_t 0.2 → 1 over
+  `ramp_steps` optimizer steps (half of training: the config ties it to train.num_steps),
+  intra-group subsets; clip-higher ε = (0.2, 0.28), no KL, token_mean (DAPO's loss without its
+  filter and overlong shaping). Needs the rollout forward's entropy (`requires` has "entropy").
+  See `seed_groups.d3s_downsample`.
+  """
+  return Objective(
+      rollout=chain(adv_lib.group_advantage("group", eps=adv_eps),
+                    seed_groups.d3s_downsample(sample_frac, token_frac, ramp_steps, scope)),
+      loss=chain(ppo_clip(eps_low, eps_high), *_kl(kl_coef, kl_estimator),
+                 aggregate("token_mean"))).check()
+
+
+# --------------------------------------------------------------------------------------------------
 # LaSeR (spec B8): last-token self-rewarding, transforms in objectives/laser.py. The label-free
 # methods of B9/B10 (majority vote, TTRV, Co-Reward) are reward-side hooks
 # (training/hooks_voting.py) on the plain `grpo` preset.
@@ -599,6 +670,57 @@ def laser(sr_coef: float = 0.1, beta_v: float = 0.1, c_ref: float = -23.0,
   else:
     loss = list(integrate) + loss
   return Objective(rollout=chain(*rollout), loss=chain(*loss)).check()
+
+
+# --------------------------------------------------------------------------------------------------
+# Process rewards from a judge LLM (spec B6 PPR / ReNorm, B7 Posterior-GRPO): transforms in
+# objectives/process_rewards.py, the `process_judge` hook in training/hooks_judge.py.
+# pylint: disable-next=g-import-not-at-top
+from jaxrl_llm.objectives import process_rewards as process_rewards_lib  # noqa: E402
+
+
+@register
+def ppr(eps: float = 1e-6, ddof: int = 1, eps_low: float = 0.2, eps_high: float = 0.2,
+        kl_coef: float = 0.001, kl_estimator: str = "k3",
+        aggregation: str = "seq_mean_token_mean", norm_len: float | None = None) -> Objective:
+  """PPR with ReNorm (Xu, Li et al., arXiv 2509.25598; spec B6), on Search-R1's GRPO.
+
+    r_{b,j} = p_{b,j} + o_b − 1   (judge score of step j, outcome o_b)
+    r̃ = (r − μ_k)/(σ_k + ε) over all steps of group k;  A_{b,t} = Σ_{j ≥ j(t)} r̃_{b,j}
+    ℓ = −min(ρA, clip(ρ, 1−ε, 1+ε)A) + β·k3,  L = seq_mean_token_mean
+  Needs the `process_judge` hook with unit="step" (step_id, step_value). [reconstruction, spec
+  §6]: the ReNorm rule and the process-supervision advantage are the spec's readings, not the
+  paper's confirmed formulas; defaults are Search-R1's (ε = 0.2, β = 0.001 k3) as the spec
+  presumes. See `process_rewards.ppr_advantage`.
+  """
+  return Objective(
+      rollout=chain(process_rewards_lib.ppr_advantage(eps, ddof)),
+      loss=chain(ppo_clip(eps_low, eps_high), *_kl(kl_coef, kl_estimator),
+                 aggregate(check_mode(aggregation), norm=norm_len))).check()
+
+
+@register
+def posterior_grpo(think_norm: str = "none", success_threshold: float = 1.0,
+                   think_coef: float = 1.0, format_coef: float = 0.0, eps_low: float = 0.2,
+                   eps_high: float = 0.2, kl_coef: float = 0.0, kl_estimator: str = "k3",
+                   adv_eps: float = 1e-6, aggregation: str = "seq_mean_token_mean") -> Objective:
+  """Posterior-GRPO (Fan et al., arXiv 2508.05170; spec B7): GRPO on a success-gated reward.
+
+    r_b = c_fmt·r^fmt_b + r^out_b + 1[r^out_b ≥ τ]·c_think·r^think_b,  A = GRPO's (r)
+    ℓ = −min(ρA, clip(ρ, 1−ε, 1+ε)A) (+ β·k3),  L = seq_mean_token_mean
+  Needs the `process_judge` hook with unit="response" (proc_score: the judge's P(Yes) for the
+  reasoning of each row with r^out ≥ τ; the others are not judged). [reconstruction, spec §6]:
+  the format term (off by default, `format_coef`) and the think-score normalisation
+  (`think_norm`: "none" = the judge's sigmoid score, "sigmoid", "minmax" over the group's passing
+  rows) are not confirmed; the paper's training constants were not found (GRPO's ε = 0.2, no KL).
+  See `process_rewards.posterior_reward`.
+  """
+  return Objective(
+      rollout=chain(process_rewards_lib.posterior_reward(think_norm, success_threshold,
+                                                         think_coef, format_coef),
+                    adv_lib.group_advantage("group", eps=adv_eps)),
+      loss=chain(ppo_clip(eps_low, eps_high), *_kl(kl_coef, kl_estimator),
+                 aggregate(check_mode(aggregation)))).check()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -126,12 +126,35 @@ _CASES = [
     Case("self_reward_advantage", lambda m: ob.self_reward_advantage(0.5, 0.05, 0), "rollout",
          "other", rollout_before=(lambda: _sr_logp(), _adv), loss_after=_PG,
          missing=("sr_logp",)),
+    # Methods that regroup the batch (jaxrl_llm/objectives/seed_groups.py; spec B2, B4, B5). The
+    # host-side `stratum` / `answer_id` come from a rollout-phase stand-in (`_group_labels`).
+    Case("stratified_advantage", lambda m: ob.stratified_advantage(0.8, max_stratum=1),
+         "rollout", "other", rollout_before=(lambda: _group_labels(),), loss_after=_PG,
+         missing=("stratum",)),
+    Case("copo_advantage", lambda m: ob.copo_advantage(consistency_discount=True), "rollout",
+         "other", rollout_before=(lambda: _group_labels(),), loss_after=(ob.copo_clip,),
+         missing=("answer_id",)),
+    Case("copo_clip", lambda m: ob.copo_clip(0.2, 0.28), "loss", "other",
+         rollout_before=(lambda: _group_labels(), ob.copo_advantage), missing=("advantages",)),
+    Case("d3s_downsample", lambda m: ob.d3s_downsample(), "rollout", "filter",
+         rollout_before=(_adv,), loss_after=_PG, missing=("entropy", "advantages")),
     # Attention-Illuminates (jaxrl_llm/objectives/attention_credit.py; spec B13). `waad`/`fai`
     # come from the trainer's rollout forward in a run; here a stand-in (`_attention_stats`).
     Case("attention_credit", lambda m: ob.attention_credit(), "rollout", "other",
          rollout_before=(lambda: _attention_stats(), _adv), loss_after=_PG, missing=("waad",)),
     Case("attention_credit_preplan", lambda m: ob.attention_credit("preplan", q=0.3), "rollout",
          "other", rollout_before=(lambda: _attention_stats(), _adv), loss_after=_PG),
+    # Process rewards from a judge (jaxrl_llm/objectives/process_rewards.py; spec B6, B7). PPR
+    # reads `_process_extras`' step_id / step_value (scores in [0, 1]); Posterior-GRPO's
+    # `proc_score` comes from a rollout-phase stand-in (`_proc_score`).
+    Case("ppr_advantage", lambda m: ob.ppr_advantage(), "rollout", "other", loss_after=_PG,
+         missing=("step_id", "step_value")),
+    Case("posterior_reward", lambda m: ob.posterior_reward(), "rollout", "other",
+         rollout_before=(lambda: _proc_score(),), rollout_after=(_adv,), loss_after=_PG,
+         missing=("proc_score",)),
+    Case("posterior_reward_minmax", lambda m: ob.posterior_reward("minmax", 0.9), "rollout",
+         "other", rollout_before=(lambda: _proc_score(),), rollout_after=(_adv,),
+         loss_after=_PG),
 ]
 _IDS = [c.name for c in _CASES]
 
@@ -145,6 +168,16 @@ def _sr_logp():
 
 
 
+def _group_labels():
+  """Stand-ins for the `stratum` and `answers` hooks: strata 0, 1, 2 by row index, answer ids
+  from the rewards (> 0.5: 1, else 0) with every fifth row unanswered (−1)."""
+  def apply(ctx):
+    rows = jnp.arange(ctx.batch_size, dtype=jnp.int32)
+    answers = jnp.where(rows % 5 == 0, -1, (ctx.rewards > 0.5).astype(jnp.int32))
+    return ctx.replace(extras={**ctx.extras, "stratum": rows % 3, "answer_id": answers})
+  return ob.stateless(apply)
+
+
 def _attention_stats():
   """Stand-in for the rollout forward's `waad` ∈ [0, 10] and `fai` ∈ [0, 1] [B, T] (spec B13),
   from masked old logp."""
@@ -153,6 +186,15 @@ def _attention_stats():
     waad = jnp.where(ctx.mask > 0, 10.0 * jax.nn.sigmoid(3.0 * x), 0.0)
     fai = jnp.where(ctx.mask > 0, jax.nn.sigmoid(-2.0 * x - 1.0), 0.0)
     return ctx.replace(extras={**ctx.extras, "waad": waad, "fai": fai})
+  return ob.stateless(apply)
+
+
+def _proc_score():
+  """Stand-in for the `process_judge` hook's `proc_score` [B] ∈ (0, 1) (spec B7), from masked
+  old logp."""
+  def apply(ctx):
+    row = jnp.sum(jnp.where(ctx.mask > 0, ctx.old_logp, 0.0), axis=1)
+    return ctx.replace(extras={**ctx.extras, "proc_score": jax.nn.sigmoid(row + 2.0)})
   return ob.stateless(apply)
 
 
