@@ -41,7 +41,7 @@ from jaxrl_llm.training.batch import RolloutBatch, concat_completions, take_rows
 # when an objective requires them. Forward-pass fields (logp, entropy, hidden, ref_logp, sr_logp,
 # waad, fai) are the trainer's and are not listed.
 HOST_FIELDS = ("answer_id", "pair_group", "stratum", "step_id", "step_value", "proc_score",
-               "offpolicy")
+               "format_reward", "offpolicy")
 # Host extras laid out over the completion's tokens ([B, T]): `to_rollout_batch` fits them to the
 # completion width (fill −1 for ints, 0 for floats). Other 2-D extras ([B, S]) are left as they are.
 TOKEN_FIELDS = ("step_id",)

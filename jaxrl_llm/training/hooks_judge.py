@@ -245,7 +245,7 @@ class ProcessJudge(RolloutHook):
   """
   name = "process_judge"
   order = 70
-  provides = ("step_id", "step_value", "proc_score")
+  provides = ("step_id", "step_value", "proc_score", "format_reward")   # all it can write
 
   def __init__(self, unit: str = "step", judge_source: str = "", rubric: str = "",
                split: str = "newline", tags: str = "think,search", max_steps: int = 8,
