@@ -29,11 +29,14 @@ SEED_CONFIGS = ["grpo_llds", "gspo_llds", "dapo_nsr", "gspo_nsr", "owpo", "dapo_
 # Issue 8's configs: config name -> the preset its objective uses (methods that act through
 # rollout hooks run on a baseline preset).
 SEED_II_CONFIGS: dict[str, str] = {}
+SEED_II_CONFIGS.update({"ppr": "ppr", "posterior_grpo": "posterior_grpo"})   # B6, B7
 SEED_II_CONFIGS.update({"pav": "pav", "critique_grpo": "critique_grpo"})   # B11, B12
 SEED_II_CONFIGS.update({"knapsack": "grpo"})   # B3: GRPO with clip-higher and adv_clip = 5
 SEED_II_CONFIGS.update({"mm_upt": "grpo", "ttrv": "grpo", "co_reward": "grpo",
                         "laser": "laser"})   # B8, B9, B10
 SEED_II_CONFIGS.update({"grpo_attention": "grpo_attention"})   # B13
+SEED_II_CONFIGS.update({"stratified_grpo": "stratified_grpo", "copo": "copo",
+                        "d3s": "d3s"})   # B2, B4, B5
 CONFIG_NAMES = ["base", "tiny", "grpo", "dapo", "dr_grpo", "gspo", *SEED_CONFIGS,
                 *SEED_II_CONFIGS]
 
