@@ -157,6 +157,6 @@ class TableSpec:
     if missing:
       names = ", ".join(f"{a.name} (preset {a.preset!r})" for a in missing)
       raise NotImplementedError(
-          f"table {self.name!r}: method {names} is not implemented yet (issue 8). The table "
+          f"table {self.name!r}: method {names} is not implemented (no such preset). The table "
           "spec and its paper config are registered (`--print_config` shows them); the run "
           f"needs `objectives.presets.{missing[0].preset}` first.")

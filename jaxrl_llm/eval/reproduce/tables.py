@@ -401,18 +401,21 @@ register(TableSpec(
 ))
 
 
-# ----------------------------------------- baselines_and_more.md B2-B13: specs, no presets yet
+# ------------------------------------------------------- baselines_and_more.md B2-B13 (issue 8)
 
-def _pending(name: str, title: str, paper: str, arxiv: str, ref: str, preset: str, host: Arm,
-             baselines: tuple[Arm, ...], model: str, overrides: Mapping[str, Any], about: str,
-             setting: str, headline: str, notes: str) -> TableSpec:
-  """A table whose method is not implemented yet: its paper config builds on `host`."""
-  method = Arm(title.split(" (")[0], host.config, preset, host=host.preset)
+def _seed2(name: str, title: str, paper: str, arxiv: str, ref: str, config: str, preset: str,
+           host: Arm, baselines: tuple[Arm, ...], model: str, overrides: Mapping[str, Any],
+           about: str, setting: str, headline: str, notes: str,
+           cpu_extra: Mapping[str, Any] | None = None) -> TableSpec:
+  """A table of an issue-8 method: `configs/<config>.py` (its objective `preset` and, for the
+  methods that act before the loss, its rollout hooks) beside `baselines`, with the same budget.
+  `cpu_extra` overrides every arm at cpu scale."""
+  method = Arm(title.split(" (")[0], config, preset, host=host.preset)
   return register(TableSpec(
       name=name, title=title, paper=paper, arxiv=arxiv, spec_ref=ref,
       baselines=baselines, method=(method,),
       metrics=("train_accuracy", "eval_greedy", "eval_greedy_gain"),
-      curves=("accuracy", "eval_accuracy"), cpu=_cpu(8, 4),
+      curves=("accuracy", "eval_accuracy"), cpu=_cpu(8, 4, extra=cpu_extra),
       paper_scale=_paper(model, overrides, about=about), reported_setting=setting,
       headline="headline",
       reported=(Reported(setting, method.name, {"headline": headline}, arm=method.name),),
@@ -421,25 +424,31 @@ def _pending(name: str, title: str, paper: str, arxiv: str, ref: str, preset: st
 
 _B = "spec/baselines_and_more.md "
 
-_pending("stratified", "Stratified GRPO (stratified advantage normalization)",
-         "Zhu et al.", "2510.06214", _B + "B2", "stratified_grpo", GRPO, (GRPO,),
+_seed2("stratified", "Stratified GRPO (stratified advantage normalization)",
+         "Zhu et al.", "2510.06214", _B + "B2", "stratified_grpo", "stratified_grpo", GRPO,
+         (GRPO,),
          "Qwen/Qwen2.5-3B", _with(SEARCH_R1_PAPER, objective__kl_coef=0.001),
          "Search-R1 setting, Qwen2.5-3B Base/Instruct, G = 5",
          "Qwen2.5-3B, Search-R1, EM on 7 QA benchmarks",
          "up to +11.3 EM over GRPO (ICML-2026 version: up to +12.6)",
          "α (blend) is a reconstruction (0.8). " + _SEARCH_CAVEAT)
 
-_pending("knapsack", "Knapsack RL (budget allocation of rollouts)", "Li et al., ByteDance Seed",
-         "2509.25849", _B + "B3", "knapsack", DAPO, (DAPO,), "Qwen/Qwen2.5-Math-7B",
+_seed2("knapsack", "Knapsack RL (budget allocation of rollouts)", "Li et al., ByteDance Seed",
+         "2509.25849", _B + "B3", "knapsack", "grpo", DAPO, (DAPO,), "Qwen/Qwen2.5-Math-7B",
          _with(DAPO_PAPER, sampling__n=8, sampling__max_new_tokens=4096,
-               train__prompts_per_step=256, train__num_minibatches=8),
+               train__prompts_per_step=256, train__num_minibatches=8,
+               train__max_sampling_rounds=1),
          "Qwen2.5-Math-7B on DAPO-Math-17K, 256 prompts x 8 (mean) rollouts, 8 optimizer steps",
          "Qwen2.5-Math-7B, DAPO-Math-17K, math benchmarks",
          "+20-40 % non-zero-gradient samples; +2-4 points average, up to +9",
-         "Needs a sampler with per-prompt sample counts and a prompt-history store.")
+         "Both arms sample without dynamic sampling (the allocation replaces it). At cpu scale "
+         "the training set is 32 prompts, so each prompt returns every 4 iterations and its "
+         "history can shape the budget.",
+         cpu_extra={"data.source": "reasoning_gym:chain_sum?size=160&seed=0&min_terms=2"
+                                   "&max_terms=2&max_digits=2&answer_format=answer_tag"})
 
-_pending("copo", "COPO (Consistency-Aware Policy Optimization)", "Han et al.", "2508.04138",
-         _B + "B4", "copo", GRPO, (GRPO,), "Qwen/Qwen2.5-Math-7B",
+_seed2("copo", "COPO (Consistency-Aware Policy Optimization)", "Han et al.", "2508.04138",
+         _B + "B4", "copo", "copo", GRPO, (GRPO,), "Qwen/Qwen2.5-Math-7B",
          _with(DAPO_PAPER, reward__extract=("boxed",), sampling__n=8,
                sampling__max_new_tokens=2048, train__num_minibatches=16,
                train__max_sampling_rounds=1, train__num_steps=70),
@@ -448,32 +457,36 @@ _pending("copo", "COPO (Consistency-Aware Policy Optimization)", "Han et al.", "
          "not retrieved (abstract: substantial gains on math benchmarks)",
          "The main table's gate variant is not confirmed (spec default soft-with-forced).")
 
-_pending("d3s", "D3S (Dynamic Dual-Level Down-Sampling)", "Wang et al.", "2509.22115",
-         _B + "B5", "d3s", GRPO, (GRPO,), "Qwen/Qwen2.5-7B",
+_seed2("d3s", "D3S (Dynamic Dual-Level Down-Sampling)", "Wang et al.", "2509.22115",
+         _B + "B5", "d3s", "d3s", GRPO, (GRPO,), "Qwen/Qwen2.5-7B",
          _with(DAPO_PAPER, sampling__n=8, sampling__max_new_tokens=4096,
                train__max_sampling_rounds=1),
          "Qwen2.5 / Llama-3.1 with GRPO; the schedule and model are reconstructions",
          "Qwen2.5 and Llama-3.1, math", "not retrieved (abstract: SOTA with fewer samples)",
          "κ_s, κ_t and the ramp are reconstructions.")
 
-_pending("ppr", "PPR / ReNorm (principle process rewards)", "Xu, Li et al., Alibaba",
-         "2509.25598", _B + "B6", "ppr", GRPO, (GRPO,), "Qwen/Qwen2.5-7B-Instruct",
+_seed2("ppr", "PPR / ReNorm (principle process rewards)", "Xu, Li et al., Alibaba",
+         "2509.25598", _B + "B6", "ppr", "ppr", GRPO, (GRPO,), "Qwen/Qwen2.5-7B-Instruct",
          SEARCH_R1_PAPER, "Search-R1-style agent setup (presumed)",
          "search agents, NVProcessBench", "not retrieved (\"state of the art\")",
-         "Needs a judge model for the step scores. " + _SEARCH_CAVEAT)
+         "The step scores come from a judge LLM (the process_judge hook; the policy itself "
+         "unless judge_source names another model). " + _SEARCH_CAVEAT)
 
-_pending("posterior_grpo", "Posterior-GRPO (success-conditioned process rewards)",
-         "Fan et al.", "2508.05170", _B + "B7", "posterior_grpo", GRPO, (GRPO,),
+_seed2("posterior_grpo", "Posterior-GRPO (success-conditioned process rewards)",
+         "Fan et al.", "2508.05170", _B + "B7", "posterior_grpo", "posterior_grpo", GRPO,
+         (GRPO,),
          "Qwen/Qwen2.5-Coder-7B-Instruct",
          _with(DAPO_PAPER, sampling__n=8, sampling__max_new_tokens=4096,
                train__max_sampling_rounds=1, train__prompts_per_step=128,
                train__num_minibatches=4),
          "7B code policy with a 7B reasoning reward model (both reconstructions)",
          "7B policy, code generation", "+4.5 % over outcome-only baselines (GPT-4-Turbo level)",
-         "Needs a code sandbox and a reasoning reward model.")
+         "The paper's code sandbox and trained reasoning reward model are not shipped: the "
+         "outcome is the run's verifier and the reasoning score a judge LLM's P(Yes) "
+         "(process_judge hook).")
 
-_pending("laser", "LaSeR (Last-Token Self-Rewarding)", "Yang et al., ICLR 2026", "2510.14943",
-         _B + "B8", "laser", GRPO, (GRPO,), "Qwen/Qwen2.5-7B",
+_seed2("laser", "LaSeR (Last-Token Self-Rewarding)", "Yang et al., ICLR 2026", "2510.14943",
+         _B + "B8", "laser", "laser", GRPO, (GRPO,), "Qwen/Qwen2.5-7B",
          _with(DAPO_PAPER, data__source="hf:zwhe99/DeepMath-103K?question_field=question"
                                         "&answer_field=final_answer",
                sampling__n=8, sampling__max_new_tokens=8192, train__prompts_per_step=128,
@@ -483,8 +496,8 @@ _pending("laser", "LaSeR (Last-Token Self-Rewarding)", "Yang et al., ICLR 2026",
          "Qwen2.5-7B-Base, ORZ-7B, OctoThinker-3B", "not retrieved (abstract: better reasoning "
          "and self-verification)", "")
 
-_pending("co_reward", "Co-Reward (contrastive agreement)", "Zhang et al.", "2508.00410",
-         _B + "B9", "co_reward", GRPO, (GRPO,), "Qwen/Qwen3-8B-Base",
+_seed2("co_reward", "Co-Reward (contrastive agreement)", "Zhang et al.", "2508.00410",
+         _B + "B9", "co_reward", "grpo", GRPO, (GRPO,), "Qwen/Qwen3-8B-Base",
          {"data.source": _MATH, "data.max_prompt_tokens": 512, "data.eval_size": 500,
           "reward.name": "math_verify", "reward.extract": ("boxed", "answer_tag"),
           "sampling.n": 8, "sampling.max_new_tokens": 3072, "train.prompts_per_step": 128,
@@ -495,10 +508,13 @@ _pending("co_reward", "Co-Reward (contrastive agreement)", "Zhang et al.", "2508
          "Qwen3-8B-Base on MATH train (7.5k), 128 questions x 8, lr 3e-6 cosine",
          "Qwen3-8B-Base, MATH500 pass@1",
          "72.4 before; GT reward 82.6, majority vote 79.8, Co-Reward 81.2",
-         "Needs the rephrased questions (TMLR-Group-HF/CoReward-RephrasedMATH).")
+         "The paper's rephrasings are TMLR-Group-HF/CoReward-RephrasedMATH (a data field for "
+         "the co_reward hook); without one the policy rephrases, which SmolLM2-135M does "
+         "poorly (most attempts fall back to the original question, counted).")
 
-_pending("mm_upt", "MM-UPT / TTRV (majority-vote pseudo-rewards)", "MM-UPT; TTRV",
-         "2505.22453", _B + "B10", "mm_upt", GRPO, (GRPO,), "Qwen/Qwen2.5-VL-7B-Instruct",
+_seed2("mm_upt", "MM-UPT / TTRV (majority-vote pseudo-rewards)", "MM-UPT; TTRV",
+         "2505.22453", _B + "B10", "mm_upt", "grpo", GRPO, (GRPO,),
+         "Qwen/Qwen2.5-VL-7B-Instruct",
          {"data.source": _MATH, "data.eval_size": 500, "reward.name": "math_verify",
           "reward.extract": ("boxed", "answer_tag"), "sampling.n": 10,
           "sampling.temperature": 0.7, "sampling.top_p": 0.99, "sampling.max_new_tokens": 2048,
@@ -511,10 +527,12 @@ _pending("mm_upt", "MM-UPT / TTRV (majority-vote pseudo-rewards)", "MM-UPT; TTRV
          "Qwen2.5-VL-7B, MathVista / We-Math",
          "MathVista 66.3 -> 72.9, We-Math 62.9 -> 68.7 (close to supervised GRPO)",
          "The paper's models are vision-language models, outside jaxrl_llm's text-only family: "
-         "the config names them; a text model is needed to run it.")
+         "the config names them; a text model is needed to run it. At cpu scale both arms "
+         "sample as MM-UPT does (T = 0.7, top-p 0.99), so they differ by the reward only.",
+         cpu_extra={"sampling.temperature": 0.7, "sampling.top_p": 0.99})
 
-_pending("pav", "PAV (Rewarding Progress: process advantage verifiers)",
-         "Setlur et al., ICLR 2025", "2410.08146", _B + "B11", "pav", GRPO, (GRPO,),
+_seed2("pav", "PAV (Rewarding Progress: process advantage verifiers)",
+         "Setlur et al., ICLR 2025", "2410.08146", _B + "B11", "pav", "pav", GRPO, (GRPO,),
          "google/gemma-2-2b",
          {"data.source": _MATH, "data.eval_size": 500, "reward.name": "math_verify",
           "reward.extract": ("boxed", "answer_tag"), "sampling.max_new_tokens": 1024,
@@ -524,8 +542,9 @@ _pending("pav", "PAV (Rewarding Progress: process advantage verifiers)",
          "Gemma-2 2B/9B/27B, MATH", "online RL with PAV rewards: 5-6x sample efficiency, "
          ">6 % accuracy over ORM-based RL", "α and the prover K are reconstructions.")
 
-_pending("critique_grpo", "Critique-GRPO (natural-language critiques)", "Zhang et al.",
-         "2506.03106", _B + "B12", "critique_grpo", GRPO, (GRPO,), "Qwen/Qwen3-8B-Base",
+_seed2("critique_grpo", "Critique-GRPO (natural-language critiques)", "Zhang et al.",
+         "2506.03106", _B + "B12", "critique_grpo", "critique_grpo", GRPO, (GRPO,),
+         "Qwen/Qwen3-8B-Base",
          {"data.source": "hf:open-r1/OpenR1-Math-220k?question_field=problem&answer_field=answer",
           "data.eval_size": 500, "reward.name": "math_verify",
           "reward.extract": ("boxed", "answer_tag"), "sampling.n": 8,
@@ -537,8 +556,9 @@ _pending("critique_grpo", "Critique-GRPO (natural-language critiques)", "Zhang e
          "+4.5 % / +5 % average pass@1 over supervised and RL baselines (v6: +16.7 % over GRPO "
          "on AIME24 with self-critique)", "")
 
-_pending("preplan_anchor", "Preplan-and-anchor credit (Attention Illuminates LLM Reasoning)",
-         "Li et al., SJTU/Alibaba", "2510.13554", _B + "B13", "preplan_anchor", GRPO, (GRPO,),
+_seed2("preplan_anchor", "Preplan-and-anchor credit (Attention Illuminates LLM Reasoning)",
+         "Li et al., SJTU/Alibaba", "2510.13554", _B + "B13", "grpo_attention",
+         "grpo_attention", GRPO, (GRPO,),
          "Qwen/Qwen3-8B",
          {"data.source": _MATH, "data.eval_size": 500, "reward.name": "math_verify",
           "reward.extract": ("boxed", "answer_tag"), "sampling.max_new_tokens": 4096,
