@@ -293,6 +293,9 @@ class RolloutHook:
   order: ClassVar[int] = 50
   provides: ClassVar[tuple[str, ...]] = ()
   needs_answers: ClassVar[bool] = False   # the runner extracts answers for `HostBatch.answers`
+  # counts() usually makes groups of unequal size (Knapsack RL): the loop then gives every batch,
+  # equal groups included, the ragged layout, so the rollout phase and train step compile once.
+  uneven_counts: ClassVar[bool] = False
 
   def expand(self, prompts: list, env: HookEnv) -> list:
     """The prompts to sample this iteration (default: unchanged)."""

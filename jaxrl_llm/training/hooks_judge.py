@@ -29,7 +29,6 @@ misses), judge/units (texts that needed a score), judge/cache_hit_frac, judge/sc
 the units), and judge/steps_per_row (unit="step") or judge/judged_frac (unit="response").
 """
 import functools
-import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -41,7 +40,7 @@ import numpy as np
 from jaxrl_llm import models
 from jaxrl_llm.data import prompts as prompts_lib
 from jaxrl_llm.training.hooks import HookEnv, HostBatch, RolloutHook, register_hook
-from jaxrl_llm.training.hooks_models import step_starts
+from jaxrl_llm.training.hooks_models import step_ids_of, step_starts, token_cuts
 
 UNITS = ("step", "response")
 SPLITS = ("newline", "tags")
@@ -102,32 +101,11 @@ def token_step_ids(tokenizer: Any, ids: Sequence[int], starts: Sequence[int], ma
   `max_steps` steps, the later ones merge into the last kept step.
   """
   ids = [int(i) for i in ids]
-  n = len(ids)
   text = tokenizer.decode(ids, skip_special_tokens=True)
-  cache: dict[int, int] = {0: 0}
-
-  def covered(k: int) -> int:
-    if k not in cache:
-      prefix = tokenizer.decode(ids[:k], skip_special_tokens=True)
-      cache[k] = len(os.path.commonprefix([prefix, text]))
-    return cache[k]
-
-  cuts, chars = [], []
-  for s in list(starts)[:max(max_steps - 1, 0)]:
-    lo, hi = 1, n
-    while lo < hi:
-      mid = (lo + hi) // 2
-      if covered(mid) >= s:
-        hi = mid
-      else:
-        lo = mid + 1
-    if 0 < lo < n and (not cuts or lo > cuts[-1]):
-      cuts.append(lo)
-      chars.append(covered(lo))
+  cuts, chars = token_cuts(tokenizer, ids, list(starts)[:max(max_steps - 1, 0)], text)
   bounds = [0] + chars + [len(text)]
   spans = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
-  step_id = np.searchsorted(np.asarray(cuts, np.int64), np.arange(n), side="right")
-  return step_id.astype(np.int32), spans
+  return step_ids_of(cuts, len(ids)), spans
 
 
 def reasoning_text(text: str) -> str:

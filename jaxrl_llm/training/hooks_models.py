@@ -86,23 +86,22 @@ def step_starts(text: str, delimiter: str = "\n") -> list[int]:
     i = e
 
 
-def token_steps(tokenizer: Any, ids: Sequence[int], delimiter: str = "\n"
-                ) -> tuple[np.ndarray, list[int]]:
-  """(step id of each token, int32 [L]; token counts k_1 < k_2 < ... where steps 1, 2, ... start).
+def token_cuts(tokenizer: Any, ids: Sequence[int], starts: Sequence[int],
+               text: str | None = None) -> tuple[list[int], list[int]]:
+  """Token counts where the text's character offsets `starts` fall, and what they cover.
 
   With `text = decode(ids)` (special tokens skipped, as the batch's texts) and `c_k` the number
-  of leading characters of `text` that `decode(ids[:k])` reproduces, step h ≥ 1 starts after
-  `k_h = min{k : c_k ≥ s_h}` tokens, `s_h` its character offset (`step_starts`). So a step is a
-  whole number of tokens; a token that holds a step's last character and the next step's first
-  (a merged token across the delimiter) stays in the earlier step. Exact for any tokenizer whose
-  prefix decodes are prefixes of the full decode; a partial multi-byte character at a prefix's
-  end only lowers `c_k`. Costs O(H log L) prefix decodes.
+  of leading characters of `text` that `decode(ids[:k])` reproduces, offset `s` maps to
+  `k = min{k : c_k ≥ s}`: a token that holds the characters on both sides of `s` stays before
+  the cut. Cuts are strictly increasing and in (0, L); an offset landing in the previous cut's
+  token is dropped. Exact for any tokenizer whose prefix decodes are prefixes of the full decode
+  (a partial multi-byte character at a prefix's end only lowers `c_k`). O(len(starts)·log L)
+  prefix decodes. Returns (cuts k_1 < k_2 < ..., the characters c_{k_h} each cut covers).
   """
   ids = [int(i) for i in ids]
   n = len(ids)
-  if n == 0:
-    return np.zeros(0, np.int32), []
-  text = tokenizer.decode(ids, skip_special_tokens=True)
+  if text is None:
+    text = tokenizer.decode(ids, skip_special_tokens=True)
   cache: dict[int, int] = {0: 0}
 
   def covered(k: int) -> int:
@@ -111,8 +110,8 @@ def token_steps(tokenizer: Any, ids: Sequence[int], delimiter: str = "\n"
       cache[k] = len(os.path.commonprefix([prefix, text]))
     return cache[k]
 
-  cuts = []
-  for s in step_starts(text, delimiter):
+  cuts, chars = [], []
+  for s in starts:
     lo, hi = 1, n
     while lo < hi:             # smallest k in [1, n] with covered(k) >= s
       mid = (lo + hi) // 2
@@ -122,10 +121,27 @@ def token_steps(tokenizer: Any, ids: Sequence[int], delimiter: str = "\n"
         lo = mid + 1
     if 0 < lo < n and (not cuts or lo > cuts[-1]):
       cuts.append(lo)
-  return _step_ids(cuts, n), cuts
+      chars.append(covered(lo))
+  return cuts, chars
 
 
-def _step_ids(cuts: Sequence[int], n: int) -> np.ndarray:
+def token_steps(tokenizer: Any, ids: Sequence[int], delimiter: str = "\n"
+                ) -> tuple[np.ndarray, list[int]]:
+  """(step id of each token, int32 [L]; token counts k_1 < k_2 < ... where steps 1, 2, ... start).
+
+  Steps split at `step_starts(decode(ids), delimiter)`, mapped to whole tokens by `token_cuts`
+  (a merged token across the delimiter stays in the earlier step).
+  """
+  ids = [int(i) for i in ids]
+  if not ids:
+    return np.zeros(0, np.int32), []
+  text = tokenizer.decode(ids, skip_special_tokens=True)
+  cuts, _ = token_cuts(tokenizer, ids, step_starts(text, delimiter), text)
+  return step_ids_of(cuts, len(ids)), cuts
+
+
+def step_ids_of(cuts: Sequence[int], n: int) -> np.ndarray:
+  """int32 [n]: the step of each of n tokens, steps starting at token counts `cuts`."""
   return np.searchsorted(np.asarray(cuts, np.int64), np.arange(n), side="right").astype(np.int32)
 
 
@@ -189,7 +205,7 @@ class PavProver(RolloutHook):
       sid, ks = token_steps(env.tokenizer, ids, self.delimiter)
       if len(ks) > self.max_steps:
         ks = sorted(int(k) for k in rng.choice(ks, self.max_steps, replace=False))
-        sid = _step_ids(ks, len(ids))
+        sid = step_ids_of(ks, len(ids))
       step_id[i, :len(ids)] = sid
       cuts.append(ks)
     prompt = [row[m > 0].tolist() for row, m in zip(c.prompt_tokens, c.prompt_mask)]

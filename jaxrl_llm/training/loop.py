@@ -352,7 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     for hook in hooks:
       hook.restore(extra.get("hooks", {}).get(hook.name, {}))
   # Hooks whose counts make groups of unequal size most iterations (Knapsack RL) declare it.
-  counting = any(getattr(h, "uneven_counts", False) for h in hooks)
+  counting = any(h.uneven_counts for h in hooks)
   answer_fn = rewards.AnswerExtractor(tuple(config.reward.extract))
   env_kwargs = dict(answer_fn=answer_fn, step=0,
                     max_prompt_tokens=config.data.max_prompt_tokens)

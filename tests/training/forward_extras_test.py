@@ -17,7 +17,7 @@ from jaxrl_llm.models.transformer import AttentionRequest
 from jaxrl_llm.training import forward as fwd
 from tests.models import hf_tiny
 from tests.training.helpers import (
-    TINY, one_device_mesh, prepared, random_batch, tiny_params)
+    TINY, prepared, random_batch, tiny_params)
 
 Z = 7
 

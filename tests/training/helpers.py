@@ -146,3 +146,20 @@ def byte_mean_reward_hanging_after(completion: str, example, *, marker: str) -> 
   if os.path.exists(marker) and os.path.getsize(marker) > 0:
     time.sleep(3600)
   return byte_mean_reward(completion, example)
+
+
+_TINY_MODEL: dict = {}
+
+
+def tiny_random_model():
+  """(model, byte tokenizer, tiny config): configs/tiny.py's random 2-layer model sized for the
+  byte tokenizer, built once per test session (tests that need a model but not a trained one)."""
+  if not _TINY_MODEL:
+    from jaxrl_llm.training import loop
+    c = load_config("tiny")
+    tokenizer = byte_tokenizer()
+    c.model.random_config.vocab_size = len(tokenizer)
+    model, _ = loop.load_model(c.model, tokenizer)
+    _TINY_MODEL.update(model=model, tokenizer=tokenizer, config=c)
+  return _TINY_MODEL["model"], _TINY_MODEL["tokenizer"], _TINY_MODEL["config"]
+

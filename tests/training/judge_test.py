@@ -8,28 +8,19 @@ also checked on the real SmolLM2.
 """
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from jaxrl_llm import data, models, sampling
 from jaxrl_llm.objectives import presets
 from jaxrl_llm.training import hooks as hooks_lib
-from jaxrl_llm.training import hooks_judge, loop
-from tests.training.helpers import byte_parity_reward, byte_tokenizer, load_config
+from jaxrl_llm.training import hooks_judge
+from tests.training.helpers import byte_parity_reward, tiny_random_model
 from tests.training.seed_e2e_test import _run, _values
 
-_TINY = {}
-
-
 def _tiny_model():
-  if "model" not in _TINY:
-    c = load_config("tiny")
-    tokenizer = byte_tokenizer()
-    c.model.random_config.vocab_size = len(tokenizer)
-    model, _ = loop.load_model(c.model, tokenizer)
-    _TINY.update(model=model, tokenizer=tokenizer)
-  return _TINY["model"], _TINY["tokenizer"]
+  model, tokenizer, _ = tiny_random_model()
+  return model, tokenizer
 
 
 def _env(model, tokenizer, step=0):

@@ -14,7 +14,8 @@ import pytest
 from jaxrl_llm import data, objectives as ob, parallel, sampling
 from jaxrl_llm.training import hooks as hooks_lib
 from jaxrl_llm.training import hooks_models, loop
-from tests.training.helpers import byte_parity_reward, byte_tokenizer, load_config
+from tests.training.helpers import (
+    byte_parity_reward, byte_tokenizer, load_config, tiny_random_model)
 from tests.training.seed_e2e_test import _run, _values
 
 
@@ -35,17 +36,8 @@ def _scorer(reward):
                                             np.float32)
 
 
-_TINY = {}
-
-
 def _tiny_model():
-  if "model" not in _TINY:
-    c = load_config("tiny")
-    tokenizer = byte_tokenizer()
-    c.model.random_config.vocab_size = len(tokenizer)
-    model, _ = loop.load_model(c.model, tokenizer)
-    _TINY.update(model=model, tokenizer=tokenizer, config=c)
-  return _TINY["model"], _TINY["tokenizer"], _TINY["config"]
+  return tiny_random_model()
 
 
 def _env(reward=byte_parity_reward, model=None, tokenizer=None, max_new_tokens=8, seed=0):
