@@ -191,7 +191,21 @@ def concat_completions(parts: list[Completions]) -> Completions:
   return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *parts)
 
 
-def informative_groups(rewards: np.ndarray, group_size: int) -> np.ndarray:
-  """[P] bool: groups whose rewards are not all equal (DAPO's dynamic-sampling criterion)."""
-  r = np.asarray(rewards).reshape(-1, group_size)
-  return ~np.all(r == r[:, :1], axis=1)
+def informative_groups(rewards: np.ndarray, group_size: int | None = None, *,
+                       group_ids: np.ndarray | None = None) -> np.ndarray:
+  """[P] bool: groups whose rewards are not all equal (DAPO's dynamic-sampling criterion).
+
+  Groups are contiguous rows of `group_size`, or given by `group_ids` (0..P-1, any sizes).
+  """
+  r = np.asarray(rewards, np.float64)
+  if group_ids is None:
+    if group_size is None:
+      raise ValueError("informative_groups needs group_size or group_ids")
+    r = r.reshape(-1, group_size)
+    return ~np.all(r == r[:, :1], axis=1)
+  ids = np.asarray(group_ids)
+  num = int(ids.max()) + 1 if ids.size else 0
+  hi, lo = np.full(num, -np.inf), np.full(num, np.inf)
+  np.maximum.at(hi, ids, r)
+  np.minimum.at(lo, ids, r)
+  return hi > lo

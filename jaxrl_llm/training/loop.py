@@ -59,7 +59,7 @@ from jaxrl_llm import eval as eval_lib
 from jaxrl_llm.objectives import LossContext, RefreshState, presets, refresh_due
 from jaxrl_llm.training import optim
 from jaxrl_llm.training import hooks as hooks_lib
-from jaxrl_llm.training.batch import RolloutBatch, group_minibatches
+from jaxrl_llm.training.batch import RolloutBatch, group_minibatches, informative_groups
 from jaxrl_llm.training.checkpoint import Checkpointer
 from jaxrl_llm.training.rollout import jit_rollout
 from jaxrl_llm.training.state import TrainState
@@ -215,16 +215,6 @@ def _mean_dicts(dicts: list[dict[str, Any]]) -> dict[str, float]:
   return {k: float(np.mean([float(d[k]) for d in dicts])) for k in dicts[0]}
 
 
-def _informative(batch: "hooks_lib.HostBatch") -> np.ndarray:
-  """[num_groups] bool: groups whose rewards are not all equal (DAPO's dynamic-sampling test)."""
-  r, g = batch.rewards, batch.group_ids
-  hi = np.full(batch.num_groups, -np.inf)
-  lo = np.full(batch.num_groups, np.inf)
-  np.maximum.at(hi, g, r)
-  np.minimum.at(lo, g, r)
-  return hi > lo
-
-
 def _sample_and_score(model, tokenizer, source, runner, params, mesh, scfg, num_prompts: int,
                       max_rounds: int, key, hooks=(), env_kwargs=None
                       ) -> "hooks_lib.HostBatch":
@@ -260,10 +250,9 @@ def _sample_and_score(model, tokenizer, source, runner, params, mesh, scfg, num_
                               jax.random.fold_in(key, r), dataclasses.replace(scfg, n=1),
                               params=params, mesh=mesh)
     group_ids = np.repeat(np.arange(len(counts)), counts).astype(np.int32)
-    tokens, lengths = _host(comps.tokens), _host(comps.lengths)
+    host_comps = comps.replace(tokens=_host(comps.tokens), lengths=_host(comps.lengths))
     t1 = time.perf_counter()
-    texts = tokenizer.batch_decode([row[:n] for row, n in zip(tokens, lengths)],
-                                   skip_special_tokens=True)
+    texts = hooks_lib.decode(tokenizer, host_comps)
     examples = [encoded[k].example for k in group_ids]
     scored = runner.score(texts, examples)
     metrics["time/sample"] += t1 - t0
@@ -283,7 +272,7 @@ def _sample_and_score(model, tokenizer, source, runner, params, mesh, scfg, num_
     if max_rounds <= 1:
       batch.metrics = metrics
       return batch
-    good = _informative(batch)
+    good = informative_groups(batch.rewards, group_ids=batch.group_ids)
     for keep, out in ((good, kept), (~good, spare)):
       groups = np.flatnonzero(keep)
       if groups.size:

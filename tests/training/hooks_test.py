@@ -8,17 +8,14 @@ from jaxrl_llm import sampling
 from jaxrl_llm.objectives import group_stats, stateless
 from jaxrl_llm.training import hooks as hooks_lib
 from jaxrl_llm.training import loop
-from tests.training.helpers import byte_mean_reward, byte_tokenizer, load_config
+from tests.training.helpers import (
+    byte_mean_reward, byte_tokenizer, load_config, random_completions)
 
 
 def _host(group_sizes, width=3, seed=0):
   b = int(sum(group_sizes))
   rng = np.random.default_rng(seed)
-  comps = sampling.Completions(
-      tokens=rng.integers(3, 50, (b, width)).astype(np.int32), mask=np.ones((b, width), np.int32),
-      logp=-rng.random((b, width)).astype(np.float32), lengths=np.full(b, width, np.int32),
-      truncated=np.zeros(b, bool), prompt_tokens=rng.integers(3, 50, (b, 2)).astype(np.int32),
-      prompt_mask=np.ones((b, 2), np.int32))
+  comps = random_completions(0, b, 1, prompt_width=2, width=width, empty_row=False)
   ids = np.repeat(np.arange(len(group_sizes)), group_sizes)
   return hooks_lib.HostBatch(
       completions=comps, rewards=rng.random(b).astype(np.float32),

@@ -40,6 +40,15 @@ def _tiny_model():
   return tiny_random_model()
 
 
+def _side_model(tokenizer):
+  """A second random model (1 layer) with the policy's tokenizer: what `prover_source` /
+  `critic_source` would load with `models.from_pretrained`."""
+  c = load_config("tiny")
+  c.model.random_config.vocab_size = len(tokenizer)
+  c.model.random_config.num_layers = 1
+  return loop.load_model(c.model, tokenizer)[0]
+
+
 def _env(reward=byte_parity_reward, model=None, tokenizer=None, max_new_tokens=8, seed=0):
   if model is None:
     model, tokenizer, c = _tiny_model()
@@ -195,10 +204,7 @@ def test_pav_prover_with_another_model_uses_generate_with(monkeypatch):
   """`prover_source` loads a model with `models.from_pretrained` (here: a second random model
   standing in for it, same tokenizer) and samples the continuations with it."""
   model, tokenizer, c = _tiny_model()
-  c2 = load_config("tiny")
-  c2.model.random_config.vocab_size = len(tokenizer)
-  c2.model.random_config.num_layers = 1
-  prover, _ = loop.load_model(c2.model, tokenizer)
+  prover = _side_model(tokenizer)
   monkeypatch.setitem(hooks_models._SIDE_MODELS, "my-prover", (prover, tokenizer))
   env = _env()
   batch = _host_batch(env, ["Q?"], ["1"], [["x\ny", "z"]])
@@ -298,10 +304,7 @@ def test_model_critiques_take_one_batched_critic_call():
 
 def test_critic_source_writes_the_critiques_and_the_policy_the_refinements(monkeypatch):
   model, tokenizer, _ = _tiny_model()
-  c2 = load_config("tiny")
-  c2.model.random_config.vocab_size = len(tokenizer)
-  c2.model.random_config.num_layers = 1
-  critic, _ = loop.load_model(c2.model, tokenizer)
+  critic = _side_model(tokenizer)
   monkeypatch.setitem(hooks_models._SIDE_MODELS, "my-critic", (critic, tokenizer))
   env = _env()
   hook = hooks_models.Critique(critique_type="model", critic_source="my-critic",

@@ -91,3 +91,7 @@ def test_concat_completions_left_pads_prompts():
   np.testing.assert_array_equal(
       training.batch.informative_groups(np.asarray([1.0, 1.0, 0.0, 1.0, 2.0, 2.0]), 2),
       [False, True, False])
+  np.testing.assert_array_equal(      # groups of unequal size (Knapsack): 3, 1, 2 rows
+      training.batch.informative_groups(np.asarray([1.0, 0.0, 1.0, 5.0, 2.0, 2.0]),
+                                        group_ids=np.asarray([0, 0, 0, 1, 2, 2])),
+      [True, False, False])
