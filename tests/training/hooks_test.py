@@ -167,3 +167,28 @@ def test_uneven_counts_sample_groups_of_unequal_size():
     assert all(host.examples[i] is host.prompts[k].example for i in rows)
   assert host.extras["stratum"].tolist() == [0, 0, 0, 1, 0, 0, 0, 1]
   assert host.metrics["test_counting/group_sizes"] == 1.0
+
+
+@hooks_lib.register_hook
+class _BadCountsHook(hooks_lib.RolloutHook):
+  """A test hook whose counts change the batch size."""
+  name = "test_bad_counts"
+
+  def __init__(self):
+    pass
+
+  def counts(self, prompts, n, env):
+    return [n + 1] * len(prompts)
+
+
+def test_counts_that_change_the_batch_size_fail_clearly():
+  from jaxrl_llm import data, parallel, rewards
+  c, tokenizer = _tiny(1, test_bad_counts={})
+  model, _ = loop.load_model(c.model, tokenizer)
+  source = data.TokenizedSource(data.make_source(c.data.source), tokenizer, 256)
+  with rewards.RewardRunner(byte_mean_reward, num_workers=0) as runner:
+    with pytest.raises(ValueError, match=r"counts \[3, 3, 3, 3\] must be >= 0 and sum to 8"):
+      loop._sample_and_score(model, tokenizer, source, runner, model.params(),
+                             parallel.make_mesh(c.mesh),
+                             sampling.SamplingConfig(**c.sampling.to_dict()), 4, 1,
+                             jax.random.key(0), hooks=hooks_lib.build_hooks(c.hooks))
