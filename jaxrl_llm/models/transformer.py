@@ -139,7 +139,14 @@ class KVCache:
 
   @property
   def max_len(self) -> int:
-    return self.k.shape[3]
+    return self.k[0].shape[2] if isinstance(self.k, (tuple, list)) else self.k.shape[3]
+
+  def unstack(self) -> "KVCache":
+    """The same cache with k and v as tuples of per-layer [B, K, S, H] buffers, the form that
+    pairs with `unstack_layers` parameters (each layer's slots are then updated in place)."""
+    if isinstance(self.k, (tuple, list)):
+      return self
+    return self.replace(k=tuple(self.k), v=tuple(self.v))
 
 
 class AttentionStats(NamedTuple):
@@ -289,15 +296,58 @@ def _attention_over_slots(q: Float[Array, "B T N H"], k_bksh: Float[Array, "B K 
   return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
+def fuse_projections(params: PyTree, config: ModelConfig) -> PyTree:
+  """Parameters with q/k/v and gate/up concatenated into `wqkv` [L, D, (N+2K)·H] and
+  `w_gate_up` [L, D, 2F], so that each layer runs two wide matmuls instead of five.
+
+  For inference loops (the sampler's decode) where the same weights serve many steps: the
+  concatenation is paid once instead of per step. `forward` accepts either form and computes the
+  same function; gradients belong to the unfused form, so training keeps that one.
+  """
+  del config  # the shapes carry what is needed; kept for a uniform (params, config) signature
+
+  def fuse(layer):
+    if "wqkv" in layer:
+      return layer
+    layer = dict(layer)
+    heads_flat = lambda w: w.reshape(w.shape[:-2] + (-1,))   # [..., D, N, H] -> [..., D, N·H]
+    layer["wqkv"] = jnp.concatenate([heads_flat(layer.pop(k)) for k in ("wq", "wk", "wv")],
+                                    axis=-1)
+    layer["w_gate_up"] = jnp.concatenate([layer.pop("w_gate"), layer.pop("w_up")], axis=-1)
+    return layer
+
+  layers = params["layers"]
+  fused = tuple(map(fuse, layers)) if isinstance(layers, (tuple, list)) else fuse(layers)
+  return {**params, "layers": fused}
+
+
+def unstack_layers(params: PyTree) -> PyTree:
+  """Parameters with `layers` as a tuple of per-layer dicts instead of stacked [L, ...] arrays.
+
+  `forward` then runs the layers as an unrolled Python loop. A scan over stacked layers slices
+  each layer's weights (and, with a cache, its keys and values) out of the stacked buffers at
+  every step, and XLA materialises those slices as copies; for a decode loop that reads every
+  weight once per token, separate buffers remove that traffic. The price is one copy of the
+  layer weights and a longer compilation, so it is meant for inference loops (the sampler).
+  """
+  layers = params["layers"]
+  if isinstance(layers, (tuple, list)):
+    return params
+  num = jax.tree.leaves(layers)[0].shape[0]
+  return {**params, "layers": tuple(jax.tree.map(lambda x, i=i: x[i], layers) for i in range(num))}
+
+
 def _layer(config: ModelConfig, h, p, cos, sin, attend):
   """One pre-norm decoder layer. `attend(q, k, v) -> (out, new_cache_state)` binds the cache."""
   c = config
   x = rms_norm(h, p["attn_norm"], c.rms_norm_eps)
   b, t, d = x.shape
-  n, kv, hd = p["wq"].shape[1], p["wk"].shape[1], p["wq"].shape[2]
-  if b * t >= FUSE_MIN_ROWS:   # one wide matmul beats three; for decode the concat costs more
-    w = jnp.concatenate([p["wq"].reshape(d, n * hd), p["wk"].reshape(d, kv * hd),
-                         p["wv"].reshape(d, kv * hd)], axis=1)
+  n, kv, hd = c.num_heads, c.num_kv_heads, c.head_dim
+  fused = "wqkv" in p            # pre-fused by `fuse_projections` (the sampler does this once)
+  if fused or b * t >= FUSE_MIN_ROWS:   # one wide matmul beats three; at decode, only pre-fused
+    w = p["wqkv"] if fused else jnp.concatenate(
+        [p["wq"].reshape(d, n * hd), p["wk"].reshape(d, kv * hd), p["wv"].reshape(d, kv * hd)],
+        axis=1)
     qkv = jnp.einsum("btd,de->bte", x, w)
     q = qkv[..., :n * hd].reshape(b, t, n, hd)
     k = qkv[..., n * hd:(n + kv) * hd].reshape(b, t, kv, hd)
@@ -314,14 +364,15 @@ def _layer(config: ModelConfig, h, p, cos, sin, attend):
   q = rope.apply_rope(q, cos, sin)
   k = rope.apply_rope(k, cos, sin)
   attn, new_kv = attend(q, k, v)
-  o = jnp.einsum("btnh,nhd->btd", attn, p["wo"])
+  o = jnp.einsum("bte,ed->btd", attn.reshape(b, t, n * hd), p["wo"].reshape(n * hd, d))
   if c.o_bias:
     o = o + _lead(p["bo"], 3)
   h = h + o
   x = rms_norm(h, p["mlp_norm"], c.rms_norm_eps)
-  if b * t >= FUSE_MIN_ROWS:
-    f = p["w_gate"].shape[1]
-    gate_up = jnp.einsum("btd,df->btf", x, jnp.concatenate([p["w_gate"], p["w_up"]], axis=1))
+  if fused or b * t >= FUSE_MIN_ROWS:
+    f = c.intermediate_size
+    w = p["w_gate_up"] if fused else jnp.concatenate([p["w_gate"], p["w_up"]], axis=1)
+    gate_up = jnp.einsum("btd,df->btf", x, w)
     gate, up = gate_up[..., :f], gate_up[..., f:]
   else:
     gate = jnp.einsum("btd,df->btf", x, p["w_gate"])
@@ -408,6 +459,8 @@ def forward(
                        "and without init_cache_len.")
     return _forward_with_stats(params, config, tokens, attention_mask, cos, sin,
                                attention_stats, return_logits, return_hidden, remat)
+  if cache is None and isinstance(layers, (tuple, list)):   # `unstack_layers` form: restack
+    layers = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
   if cache is None:
     k_valid = attention_mask.astype(bool)
     keep_kv = init_cache_len is not None
@@ -433,6 +486,23 @@ def forward(
           v=jax.lax.dynamic_update_slice(new_cache.v, kv[1], (0, 0, 0, 0, 0)),
           valid=jax.lax.dynamic_update_slice(new_cache.valid, k_valid, (0, 0)),
           index=jnp.asarray(t, jnp.int32))
+  elif isinstance(layers, (tuple, list)):   # per-layer buffers (`unstack_layers`): unrolled
+    if not isinstance(cache.k, (tuple, list)):
+      raise ValueError("parameters split per layer (`unstack_layers`) need a per-layer cache: "
+                       "pass `cache.unstack()`.")
+    index = cache.index
+    valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask.astype(bool), (0, index))
+    q_slots = index + jnp.arange(t)
+    ks, vs = list(cache.k), list(cache.v)
+    for l, p in enumerate(layers):
+      def attend(q, k, v, l=l):
+        ks[l] = jax.lax.dynamic_update_slice(
+            ks[l], k.transpose(0, 2, 1, 3).astype(ks[l].dtype), (0, 0, index, 0))
+        vs[l] = jax.lax.dynamic_update_slice(
+            vs[l], v.transpose(0, 2, 1, 3).astype(vs[l].dtype), (0, 0, index, 0))
+        return _attention_over_slots(q, ks[l], vs[l], q_slots, valid), None
+      h, _ = _layer(config, h, p, cos, sin, attend)
+    new_cache = KVCache(k=tuple(ks), v=tuple(vs), valid=valid, index=index + t)
   else:
     index = cache.index
     valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask.astype(bool), (0, index))

@@ -249,18 +249,29 @@ def _generate(params, mconfig, prompt_tokens, prompt_mask, key, config, base_par
   num_slots = lp + c + chunk          # room for the decode steps that overrun c in the last chunk
   stop_ids = jnp.asarray(config.stop_token_ids or (-1,), jnp.int32)
   pad_id = mconfig.pad_token_id if mconfig.pad_token_id is not None else 0
+  # Decode weights: q/k/v and gate/up fused into one matmul each, and every layer in its own
+  # buffer (an unrolled layer loop whose weights and cache slots are read in place). Both are
+  # one-time copies here rather than per-step concatenations and slices inside the loop.
+  decode_params = transformer.unstack_layers(transformer.fuse_projections(params, mconfig))
+  base_decode = None
+  if base_config is not None:
+    base_decode = transformer.unstack_layers(
+        transformer.fuse_projections(base_params, base_config))
 
   def run(p, cfg, tokens, mask, cache):
     out = transformer.forward(p, cfg, tokens, attention_mask=mask, cache=cache,
                               return_logits=False, return_hidden=True,
                               init_cache_len=num_slots if cache is None else None)
-    return transformer.logits_from_hidden(p, cfg, out.hidden[:, -1]), out.cache
+    new_cache = out.cache.unstack() if cache is None else out.cache
+    return transformer.logits_from_hidden(p, cfg, out.hidden[:, -1]), new_cache
 
   def logits_of(tokens, mask, caches):
-    logits, cache = run(params, mconfig, tokens, mask, caches[0])
+    prefill = caches[0] is None    # prefill: the stacked scan (its per-layer slices amortise)
+    logits, cache = run(params if prefill else decode_params, mconfig, tokens, mask, caches[0])
     if base_config is None:
       return logits, (cache,)
-    base_logits, base_cache = run(base_params, base_config, tokens, mask, caches[1])
+    base_logits, base_cache = run(base_params if prefill else base_decode, base_config, tokens,
+                                  mask, caches[1])
     return processors.extrapolate(logits, base_logits, gamma), (cache, base_cache)
 
   logits, caches = logits_of(prompt_tokens, prompt_mask, (None, None))   # prefill builds caches

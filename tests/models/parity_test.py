@@ -112,6 +112,40 @@ def test_kv_cache_prefill_then_decode_matches_full_forward(family):
   assert int(cache.index) == tokens.shape[1]
 
 
+def test_decode_with_fused_per_layer_weights_matches_hf(family):
+  """The sampler's decode form (q/k/v and gate/up fused, one buffer per layer, per-layer cache)
+  gives HF's logits at every real position, and a full pass with it equals the stacked form."""
+  import jax.numpy as jnp
+  _, hf, ours, _ = family
+  rng = np.random.default_rng(3)
+  tokens, mask = _batch(hf.config.vocab_size, rng, [12, 7, 3], 16)
+  reference = hf_tiny.hf_logits(hf, tokens, mask)
+  params, config = ours.params(), ours.config
+  fast = models.unstack_layers(models.fuse_projections(params, config))
+  assert isinstance(fast["layers"], tuple) and len(fast["layers"]) == config.num_layers
+  assert "wqkv" in fast["layers"][0] and "wq" not in fast["layers"][0]
+  full_fast = models.forward(fast, config, jnp.asarray(tokens), attention_mask=jnp.asarray(mask))
+  full = models.forward(params, config, jnp.asarray(tokens), attention_mask=jnp.asarray(mask))
+  np.testing.assert_allclose(np.asarray(full_fast.logits), np.asarray(full.logits), atol=1e-5)
+
+  prompt_len = 10
+  out = models.forward(params, config, jnp.asarray(tokens[:, :prompt_len]),
+                       attention_mask=jnp.asarray(mask[:, :prompt_len]), init_cache_len=20)
+  steps, cache = [np.asarray(out.logits)], out.cache.unstack()
+  assert isinstance(cache.k, tuple) and cache.max_len == 20
+  with pytest.raises(ValueError, match="per-layer cache"):
+    models.forward(fast, config, jnp.asarray(tokens[:, :1]), cache=out.cache)
+  for t in range(prompt_len, tokens.shape[1]):
+    out = models.forward(fast, config, jnp.asarray(tokens[:, t:t + 1]),
+                         attention_mask=jnp.asarray(mask[:, t:t + 1]), cache=cache)
+    cache = out.cache
+    steps.append(np.asarray(out.logits))
+  stepped = np.concatenate(steps, axis=1)
+  real = mask.astype(bool)
+  np.testing.assert_allclose(stepped[real], reference[real], atol=TOL, rtol=0)
+  assert int(cache.index) == tokens.shape[1]
+
+
 def test_hidden_states_returned_on_request(family):
   _, hf, ours, _ = family
   tokens = np.arange(10, dtype=np.int32)[None] % hf.config.vocab_size
