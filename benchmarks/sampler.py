@@ -2,8 +2,9 @@
 
 Prompts of about 64 tokens, 128 new tokens with stopping disabled (both sides generate exactly 128),
 greedy and T = 1, batch sizes 1, 8, 32, 64. Compilation is excluded (a warm-up call per shape) and
-reported separately. Also prints our decode time per step against the memory-bandwidth floor:
-(bytes of weights + bytes of KV cache read per step) / measured read bandwidth.
+reported separately. Also prints our decode time per step against the memory-bandwidth floor,
+(bytes of weights + bytes of KV cache read per step) / measured read bandwidth, and the compute
+floor, matmul FLOPs per step / the rate of a large jitted matmul measured in the same process.
 
   python benchmarks/sampler.py [--batches 1,8,32,64] [--new 128]
 """
@@ -21,7 +22,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import print_table, time_fn  # noqa: E402
+from benchmarks.common import matmul_flops_per_s, print_table, time_fn  # noqa: E402
 from jaxrl_llm import models, sampling  # noqa: E402
 
 
@@ -53,6 +54,7 @@ def main():
   params = model.params()
   weight_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
   bandwidth = read_bandwidth()
+  ceiling = matmul_flops_per_s()
   rng = np.random.default_rng(0)
   rows, step_rows = [], []
   for batch in [int(b) for b in args.batches.split(",")]:
@@ -97,15 +99,25 @@ def main():
         kv_bytes = (2 * config.num_layers * batch * config.num_kv_heads * slots * config.head_dim
                     * 4)
         floor = (weight_bytes + kv_bytes) / bandwidth
+        c = config   # matmul FLOPs of one decode step: every weight once per row, plus attention
+        per_layer = (c.hidden_size * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
+                     + 3 * c.hidden_size * c.intermediate_size)
+        flops = 2 * batch * (c.num_layers * (per_layer + 2 * c.num_heads * c.head_dim * slots)
+                             + c.hidden_size * c.vocab_size)
+        compute = flops / ceiling
         step_rows.append([batch, f"{step * 1e3:.1f}", f"{floor * 1e3:.1f}", f"{floor / step:.0%}",
+                          f"{compute * 1e3:.1f}", f"{max(floor, compute) / step:.0%}",
                           f"{prefill * 1e3:.0f}"])
   print_table(f"SmolLM2-135M sampling, prompts ~{args.prompt_len} tokens, {args.new} new tokens, "
               f"{os.cpu_count()} threads (tokens/s exclude compilation)",
               ["batch", "mode", "jaxrl_llm tok/s", "HF generate tok/s", "ratio", "compile s"], rows)
   print_table(f"Decode step vs memory-bandwidth floor (weights {weight_bytes / 1e6:.0f} MB, read "
               f"bandwidth {bandwidth / 1e9:.1f} GB/s)",
-              ["batch", "ms / decode step", "floor ms", "of floor speed", "prefill+1 token ms"],
+              ["batch", "ms / decode step", "memory floor ms", "of memory floor speed",
+               "compute floor ms", "of max(floors) speed", "prefill+1 token ms"],
               step_rows)
+  print(f"compute floor: matmul FLOPs per step at the jitted 2048^3 f32 matmul rate, "
+        f"{ceiling / 1e9:.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -504,6 +504,9 @@ def forward(
       h, _ = _layer(config, h, p, cos, sin, attend)
     new_cache = KVCache(k=tuple(ks), v=tuple(vs), valid=valid, index=index + t)
   else:
+    if isinstance(cache.k, (tuple, list)):
+      raise ValueError("a per-layer cache (`KVCache.unstack`) needs per-layer parameters: pass "
+                       "`unstack_layers(params)`, or keep the stacked cache.")
     index = cache.index
     valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask.astype(bool), (0, index))
     q_slots = index + jnp.arange(t)

@@ -135,6 +135,8 @@ def test_decode_with_fused_per_layer_weights_matches_hf(family):
   assert isinstance(cache.k, tuple) and cache.max_len == 20
   with pytest.raises(ValueError, match="per-layer cache"):
     models.forward(fast, config, jnp.asarray(tokens[:, :1]), cache=out.cache)
+  with pytest.raises(ValueError, match="per-layer parameters"):
+    models.forward(params, config, jnp.asarray(tokens[:, :1]), cache=cache)
   for t in range(prompt_len, tokens.shape[1]):
     out = models.forward(fast, config, jnp.asarray(tokens[:, t:t + 1]),
                          attention_mask=jnp.asarray(mask[:, t:t + 1]), cache=cache)
