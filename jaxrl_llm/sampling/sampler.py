@@ -23,7 +23,11 @@ from jaxrl_llm.models import transformer
 from jaxrl_llm.models.config import ModelConfig
 from jaxrl_llm.sampling import processors
 
-DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+# Steps of 1.5x and 2x alternately: a prompt is padded by at most half its length (powers of two
+# alone padded an 80-token prompt to 128, and the trainer then scored those pads too), for at most
+# twice as many compilations.
+DEFAULT_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072,
+                   4096, 6144, 8192, 12288, 16384, 24576, 32768)
 
 
 @dataclasses.dataclass(frozen=True)
