@@ -87,6 +87,18 @@ def test_both_rope_spellings_give_same_logits(tmp_path):
   np.testing.assert_allclose(np.asarray(new(tokens)), hf_tiny.hf_logits(hf, tokens), atol=TOL)
 
 
+def _decode_rest(params, config, tokens, mask, start, first_logits, cache):
+  """Feeds tokens[:, start:] one at a time through `cache`: (logits of every position, cache)."""
+  import jax.numpy as jnp
+  steps = [np.asarray(first_logits)]
+  for t in range(start, tokens.shape[1]):
+    out = models.forward(params, config, jnp.asarray(tokens[:, t:t + 1]),
+                         attention_mask=jnp.asarray(mask[:, t:t + 1]), cache=cache)
+    cache = out.cache
+    steps.append(np.asarray(out.logits))
+  return np.concatenate(steps, axis=1), cache
+
+
 def test_kv_cache_prefill_then_decode_matches_full_forward(family):
   """Prefill a left-padded prompt into a cache, decode token by token: same logits as one pass."""
   import jax.numpy as jnp
@@ -99,14 +111,7 @@ def test_kv_cache_prefill_then_decode_matches_full_forward(family):
   cache = models.KVCache.create(config, tokens.shape[0], 20)
   out = models.forward(params, config, jnp.asarray(tokens[:, :prompt_len]),
                        attention_mask=jnp.asarray(mask[:, :prompt_len]), cache=cache)
-  steps = [np.asarray(out.logits)]
-  cache = out.cache
-  for t in range(prompt_len, tokens.shape[1]):
-    out = models.forward(params, config, jnp.asarray(tokens[:, t:t + 1]),
-                         attention_mask=jnp.asarray(mask[:, t:t + 1]), cache=cache)
-    cache = out.cache
-    steps.append(np.asarray(out.logits))
-  stepped = np.concatenate(steps, axis=1)
+  stepped, cache = _decode_rest(params, config, tokens, mask, prompt_len, out.logits, out.cache)
   real = mask.astype(bool)
   np.testing.assert_allclose(stepped[real], full[real], atol=TOL, rtol=0)
   assert int(cache.index) == tokens.shape[1]
@@ -131,18 +136,13 @@ def test_decode_with_fused_per_layer_weights_matches_hf(family):
   prompt_len = 10
   out = models.forward(params, config, jnp.asarray(tokens[:, :prompt_len]),
                        attention_mask=jnp.asarray(mask[:, :prompt_len]), init_cache_len=20)
-  steps, cache = [np.asarray(out.logits)], out.cache.unstack()
+  cache = out.cache.unstack()
   assert isinstance(cache.k, tuple) and cache.max_len == 20
   with pytest.raises(ValueError, match="per-layer cache"):
     models.forward(fast, config, jnp.asarray(tokens[:, :1]), cache=out.cache)
   with pytest.raises(ValueError, match="per-layer parameters"):
     models.forward(params, config, jnp.asarray(tokens[:, :1]), cache=cache)
-  for t in range(prompt_len, tokens.shape[1]):
-    out = models.forward(fast, config, jnp.asarray(tokens[:, t:t + 1]),
-                         attention_mask=jnp.asarray(mask[:, t:t + 1]), cache=cache)
-    cache = out.cache
-    steps.append(np.asarray(out.logits))
-  stepped = np.concatenate(steps, axis=1)
+  stepped, cache = _decode_rest(fast, config, tokens, mask, prompt_len, out.logits, cache)
   real = mask.astype(bool)
   np.testing.assert_allclose(stepped[real], reference[real], atol=TOL, rtol=0)
   assert int(cache.index) == tokens.shape[1]
