@@ -22,13 +22,18 @@ from benchmarks.common import matmul_flops_per_s, print_table, time_fn  # noqa: 
 from jaxrl_llm import models  # noqa: E402
 
 
-def forward_flops(config: models.ModelConfig, batch: int, seq: int) -> float:
-  """Matmul FLOPs of one forward: 2·(non-embedding params + LM head)·tokens + attention scores."""
+def forward_flops(config: models.ModelConfig, batch: int, seq: int,
+                  context: int | None = None) -> float:
+  """Matmul FLOPs of one forward: 2·(non-embedding params + LM head)·tokens + attention scores.
+
+  Each of the batch·seq tokens attends to `context` keys (default seq: the full, unmasked T×T; a
+  decode step is seq=1 over the cache's slots)."""
   c = config
   per_layer = (c.hidden_size * c.head_dim * (c.num_heads * 2 + c.num_kv_heads * 2)
                + 3 * c.hidden_size * c.intermediate_size)
   dense = c.num_layers * per_layer + c.hidden_size * c.vocab_size
-  attention = c.num_layers * 2 * c.num_heads * c.head_dim * seq  # QK^T and PV, full (unmasked) T×T
+  keys = seq if context is None else context
+  attention = c.num_layers * 2 * c.num_heads * c.head_dim * keys  # QK^T and PV
   return 2.0 * batch * seq * (dense + attention)
 
 

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import matmul_flops_per_s, print_table, time_fn  # noqa: E402
+from benchmarks.forward import forward_flops  # noqa: E402
 from jaxrl_llm import models, sampling  # noqa: E402
 
 
@@ -99,12 +100,7 @@ def main():
         kv_bytes = (2 * config.num_layers * batch * config.num_kv_heads * slots * config.head_dim
                     * 4)
         floor = (weight_bytes + kv_bytes) / bandwidth
-        c = config   # matmul FLOPs of one decode step: every weight once per row, plus attention
-        per_layer = (c.hidden_size * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
-                     + 3 * c.hidden_size * c.intermediate_size)
-        flops = 2 * batch * (c.num_layers * (per_layer + 2 * c.num_heads * c.head_dim * slots)
-                             + c.hidden_size * c.vocab_size)
-        compute = flops / ceiling
+        compute = forward_flops(config, batch, 1, context=slots) / ceiling   # one decode step
         step_rows.append([batch, f"{step * 1e3:.1f}", f"{floor * 1e3:.1f}", f"{floor / step:.0%}",
                           f"{compute * 1e3:.1f}", f"{max(floor, compute) / step:.0%}",
                           f"{prefill * 1e3:.0f}"])

@@ -123,10 +123,11 @@ class KVCache:
 
   Rows of a batch advance together: slot `index` is the next one written for every row. Left
   padding is handled by `valid`, which marks slots holding real tokens (pads never are). The
-  layout is [L, B, K, S, H] so that a layer's keys feed the attention matmul without a transpose.
+  layout is [L, B, K, S, H] so that a layer's keys feed the attention matmul without a transpose;
+  after `unstack()`, k and v are tuples of L [B, K, S, H] buffers instead.
   """
-  k: Float[Array, "L B K S H"]
-  v: Float[Array, "L B K S H"]
+  k: Float[Array, "L B K S H"] | tuple[Float[Array, "B K S H"], ...]
+  v: Float[Array, "L B K S H"] | tuple[Float[Array, "B K S H"], ...]
   valid: Bool[Array, "B S"]
   index: Int[Array, ""]
 
@@ -296,7 +297,7 @@ def _attention_over_slots(q: Float[Array, "B T N H"], k_bksh: Float[Array, "B K 
   return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
-def fuse_projections(params: PyTree, config: ModelConfig) -> PyTree:
+def fuse_projections(params: PyTree) -> PyTree:
   """Parameters with q/k/v and gate/up concatenated into `wqkv` [L, D, (N+2K)·H] and
   `w_gate_up` [L, D, 2F], so that each layer runs two wide matmuls instead of five.
 
@@ -304,8 +305,6 @@ def fuse_projections(params: PyTree, config: ModelConfig) -> PyTree:
   concatenation is paid once instead of per step. `forward` accepts either form and computes the
   same function; gradients belong to the unfused form, so training keeps that one.
   """
-  del config  # the shapes carry what is needed; kept for a uniform (params, config) signature
-
   def fuse(layer):
     if "wqkv" in layer:
       return layer
@@ -324,7 +323,8 @@ def fuse_projections(params: PyTree, config: ModelConfig) -> PyTree:
 def unstack_layers(params: PyTree) -> PyTree:
   """Parameters with `layers` as a tuple of per-layer dicts instead of stacked [L, ...] arrays.
 
-  `forward` then runs the layers as an unrolled Python loop. A scan over stacked layers slices
+  `forward` then runs the layers as an unrolled Python loop over a per-layer cache
+  (`KVCache.unstack`); passes without a cache keep the stacked form. A scan over stacked layers slices
   each layer's weights (and, with a cache, its keys and values) out of the stacked buffers at
   every step, and XLA materialises those slices as copies; for a decode loop that reads every
   weight once per token, separate buffers remove that traffic. The price is one copy of the
@@ -453,14 +453,16 @@ def forward(
   layers = params["layers"]
   num_layers = config.num_layers
 
+  if cache is None and isinstance(layers, (tuple, list)):
+    raise ValueError("parameters split per layer (`unstack_layers`) are for decoding over a "
+                     "cache; a pass without one takes the stacked parameters (`fuse_projections` "
+                     "alone is fine).")
   if attention_stats is not None:
     if cache is not None or init_cache_len is not None:
       raise ValueError("attention_stats needs the cache-free pass: call forward without a cache "
                        "and without init_cache_len.")
     return _forward_with_stats(params, config, tokens, attention_mask, cos, sin,
                                attention_stats, return_logits, return_hidden, remat)
-  if cache is None and isinstance(layers, (tuple, list)):   # `unstack_layers` form: restack
-    layers = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
   if cache is None:
     k_valid = attention_mask.astype(bool)
     keep_kv = init_cache_len is not None

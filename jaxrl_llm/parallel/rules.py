@@ -135,9 +135,14 @@ def batch_shardings(tree: PyTree, batch_size: int, mesh: Mesh) -> PyTree:
 
 
 def kv_cache_specs(cache, mesh: Mesh):
-  """Specs of a `models.KVCache`: keys/values `[L, B, K, S, H]` split by batch and kv heads,
-  `valid [B, S]` by batch, the write index replicated (same rules as the parameters)."""
+  """Specs of a `models.KVCache`: keys/values `[L, B, K, S, H]` (or, unstacked, L buffers
+  `[B, K, S, H]`) split by batch and kv heads, `valid [B, S]` by batch, the write index
+  replicated (same rules as the parameters)."""
   batch = batch_spec(mesh, 1)[0]
-  heads = logical_to_spec(("kv_heads",), (cache.k.shape[2],), mesh)[0]
-  kv = P(None, batch, heads, None, None)
+  if isinstance(cache.k, (tuple, list)):
+    heads = logical_to_spec(("kv_heads",), (cache.k[0].shape[1],), mesh)[0]
+    kv = (P(batch, heads, None, None),) * len(cache.k)
+  else:
+    heads = logical_to_spec(("kv_heads",), (cache.k.shape[2],), mesh)[0]
+    kv = P(None, batch, heads, None, None)
   return type(cache)(k=kv, v=kv, valid=P(batch, None), index=P())

@@ -256,11 +256,10 @@ def _generate(params, mconfig, prompt_tokens, prompt_mask, key, config, base_par
   # Decode weights: q/k/v and gate/up fused into one matmul each, and every layer in its own
   # buffer (an unrolled layer loop whose weights and cache slots are read in place). Both are
   # one-time copies here rather than per-step concatenations and slices inside the loop.
-  decode_params = transformer.unstack_layers(transformer.fuse_projections(params, mconfig))
+  decode_params = transformer.unstack_layers(transformer.fuse_projections(params))
   base_decode = None
   if base_config is not None:
-    base_decode = transformer.unstack_layers(
-        transformer.fuse_projections(base_params, base_config))
+    base_decode = transformer.unstack_layers(transformer.fuse_projections(base_params))
 
   def run(p, cfg, tokens, mask, cache):
     out = transformer.forward(p, cfg, tokens, attention_mask=mask, cache=cache,

@@ -119,19 +119,22 @@ def test_kv_cache_prefill_then_decode_matches_full_forward(family):
 
 def test_decode_with_fused_per_layer_weights_matches_hf(family):
   """The sampler's decode form (q/k/v and gate/up fused, one buffer per layer, per-layer cache)
-  gives HF's logits at every real position, and a full pass with it equals the stacked form."""
+  gives HF's logits at every real position; a full pass with fused weights equals the unfused."""
   import jax.numpy as jnp
   _, hf, ours, _ = family
   rng = np.random.default_rng(3)
   tokens, mask = _batch(hf.config.vocab_size, rng, [12, 7, 3], 16)
   reference = hf_tiny.hf_logits(hf, tokens, mask)
   params, config = ours.params(), ours.config
-  fast = models.unstack_layers(models.fuse_projections(params, config))
+  fused = models.fuse_projections(params)
+  fast = models.unstack_layers(fused)
   assert isinstance(fast["layers"], tuple) and len(fast["layers"]) == config.num_layers
   assert "wqkv" in fast["layers"][0] and "wq" not in fast["layers"][0]
-  full_fast = models.forward(fast, config, jnp.asarray(tokens), attention_mask=jnp.asarray(mask))
+  full_fused = models.forward(fused, config, jnp.asarray(tokens), attention_mask=jnp.asarray(mask))
   full = models.forward(params, config, jnp.asarray(tokens), attention_mask=jnp.asarray(mask))
-  np.testing.assert_allclose(np.asarray(full_fast.logits), np.asarray(full.logits), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(full_fused.logits), np.asarray(full.logits), atol=1e-5)
+  with pytest.raises(ValueError, match="are for decoding over a cache"):
+    models.forward(fast, config, jnp.asarray(tokens), attention_mask=jnp.asarray(mask))
 
   prompt_len = 10
   out = models.forward(params, config, jnp.asarray(tokens[:, :prompt_len]),

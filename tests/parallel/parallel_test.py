@@ -117,6 +117,9 @@ def test_batch_and_kv_cache_specs():
   specs = parallel.kv_cache_specs(cache, mesh)
   assert specs.k == P(None, ("data", "fsdp"), "tensor", None, None)
   assert specs.valid == P(("data", "fsdp"), None)
+  per_layer = parallel.kv_cache_specs(models.KVCache.create(TP, 8, 16).unstack(), mesh)
+  assert per_layer.k == (P(("data", "fsdp"), "tensor", None, None),) * TP.num_layers
+  assert per_layer.v == per_layer.k
 
 
 # ----------------------------------------------------------------------------------- multi-host
