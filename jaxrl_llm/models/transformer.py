@@ -149,6 +149,16 @@ class KVCache:
       return self
     return self.replace(k=tuple(self.k), v=tuple(self.v))
 
+  def repeat(self, n: int) -> "KVCache":
+    """Every row repeated n times, consecutively (row i becomes rows i·n .. i·n + n − 1): the
+    cache of prompts prefilled once, for n completions each."""
+    if isinstance(self.k, (tuple, list)):
+      k = tuple(jnp.repeat(x, n, axis=0) for x in self.k)
+      v = tuple(jnp.repeat(x, n, axis=0) for x in self.v)
+    else:
+      k, v = jnp.repeat(self.k, n, axis=1), jnp.repeat(self.v, n, axis=1)
+    return self.replace(k=k, v=v, valid=jnp.repeat(self.valid, n, axis=0))
+
 
 class AttentionStats(NamedTuple):
   """Per-token statistics of head-averaged attention (`forward(attention_stats=...)`), float32.

@@ -141,7 +141,7 @@ def sample(model, prompts: Sequence[Sequence[int]], key: jax.Array, config: Samp
                        f"({base_model.config.vocab_size} != {mconfig.vocab_size}).")
     base_params = (base_model.params(), base_model.config)
   return generate(params, mconfig, jnp.asarray(tokens), jnp.asarray(mask), key, config,
-                  base=base_params, gamma=gamma)
+                  base=base_params, gamma=gamma, group_size=config.n)
 
 
 def extrapolation(rl_model, base_model, gamma: float = 0.5) -> Callable[..., Completions]:
@@ -244,9 +244,9 @@ def _choose(logits: Float[Array, "B V"], key, config: SamplingConfig):
   return tok, jnp.take_along_axis(logp_all, tok[:, None], axis=-1)[:, 0]
 
 
-@functools.partial(jax.jit, static_argnames=("mconfig", "config", "base_config"))
+@functools.partial(jax.jit, static_argnames=("mconfig", "config", "base_config", "group_size"))
 def _generate(params, mconfig, prompt_tokens, prompt_mask, key, config, base_params, base_config,
-              gamma):
+              gamma, group_size):
   b, lp = prompt_tokens.shape
   chunk = config.decode_chunk
   c = config.max_new_tokens
@@ -277,7 +277,14 @@ def _generate(params, mconfig, prompt_tokens, prompt_mask, key, config, base_par
                                   mask, caches[1])
     return processors.extrapolate(logits, base_logits, gamma), (cache, base_cache)
 
-  logits, caches = logits_of(prompt_tokens, prompt_mask, (None, None))   # prefill builds caches
+  # Prefill builds the caches, once per distinct prompt: rows come in groups of `group_size`
+  # copies of one prompt, so the first row of each group is run and its logits and cache slots
+  # are repeated (exact: a row's prefill does not depend on the other rows).
+  g = group_size
+  logits, caches = logits_of(prompt_tokens[::g], prompt_mask[::g], (None, None))
+  if g > 1:
+    logits = jnp.repeat(logits, g, axis=0)
+    caches = tuple(None if c_ is None else c_.repeat(g) for c_ in caches)
   if base_config is None:
     caches = caches[:1]
   tok, logp = _choose(logits, jax.random.fold_in(key, 0), config)
@@ -319,14 +326,19 @@ def _generate(params, mconfig, prompt_tokens, prompt_mask, key, config, base_par
 
 def generate(params, mconfig: ModelConfig, prompt_tokens: Int[Array, "B Lp"],
              prompt_mask: Int[Array, "B Lp"], key: jax.Array, config: SamplingConfig, *,
-             base=None, gamma: float = 0.5) -> Completions:
+             base=None, gamma: float = 0.5, group_size: int = 1) -> Completions:
   """The jitted core on already padded rows (one row per completion). `sample` is the usual entry.
 
-  `base` is an optional (params, ModelConfig) pair for extrapolation. Compiles once per
-  (row count, prompt bucket, configs).
+  `base` is an optional (params, ModelConfig) pair for extrapolation. `group_size` g > 1 says
+  that rows come in consecutive groups of g identical prompts (group-major, as `sample` lays them
+  out): the prefill then runs on one row per group and its cache is repeated, g times less
+  prefill work. Compiles once per (row count, prompt bucket, configs, g).
   """
+  b = prompt_tokens.shape[0]
+  if group_size < 1 or b % group_size:
+    raise ValueError(f"group_size={group_size} must be >= 1 and divide the {b} rows.")
   if config.stop_token_ids is None:
     config = dataclasses.replace(config, stop_token_ids=mconfig.eos_token_ids)
   base_params, base_config = base if base is not None else (None, None)
   return _generate(params, mconfig, prompt_tokens, prompt_mask, key, config, base_params,
-                   base_config, jnp.float32(gamma))
+                   base_config, jnp.float32(gamma), group_size)

@@ -132,6 +132,30 @@ def test_keys_and_groups(tiny):
                                 np.repeat(np.asarray(a.prompt_tokens[:1]), 4, 0))
 
 
+def test_prefill_once_per_group_equals_prefill_per_row(tiny):
+  """`sample` prefills each prompt once and repeats its cache for the n rows of its group; that
+  must give the per-row prefill's completions (generate's group_size=1 on the same repeated
+  rows), logp within float32 rounding (matmuls over 3 rows vs 9 may round differently)."""
+  cfg = sampling.SamplingConfig(max_new_tokens=9, temperature=1.0, top_k=6, n=3)
+  prompts = [[1, 2, 3], [4, 5, 6, 7, 8], [9]]
+  shared = sampling.sample(tiny, prompts, jax.random.key(4), cfg)
+  tokens, mask = sampler_lib.pad_prompts(prompts, TINY, cfg)
+  rows = jnp.asarray(np.repeat(tokens, 3, axis=0)), jnp.asarray(np.repeat(mask, 3, axis=0))
+  per_row = sampler_lib.generate(tiny.params(), TINY, *rows, jax.random.key(4), cfg, group_size=1)
+  np.testing.assert_array_equal(np.asarray(shared.tokens), np.asarray(per_row.tokens))
+  np.testing.assert_array_equal(np.asarray(shared.mask), np.asarray(per_row.mask))
+  np.testing.assert_allclose(np.asarray(shared.logp), np.asarray(per_row.logp), atol=1e-5)
+  cache = models.KVCache.create(TINY, 2, 5)
+  cache = cache.replace(k=cache.k.at[:, 1].set(1.0), valid=cache.valid.at[1, 2].set(True))
+  for c in (cache, cache.unstack()):
+    r = c.repeat(3)
+    assert np.asarray(r.valid).sum() == 3 and np.asarray(r.valid[3:, 2]).all()
+    k = np.stack(r.k) if isinstance(r.k, tuple) else np.asarray(r.k)
+    assert k.shape[1] == 6 and (k[:, 3:] == 1).all() and (k[:, :3] == 0).all()
+  with pytest.raises(ValueError, match="group_size=4 must be >= 1 and divide the 9 rows"):
+    sampler_lib.generate(tiny.params(), TINY, *rows, jax.random.key(4), cfg, group_size=4)
+
+
 def test_stop_tokens_mask_and_truncation(tiny):
   cfg = sampling.SamplingConfig(max_new_tokens=12, temperature=1.5, n=64, stop_token_ids=(4, 9))
   out = sampling.sample(tiny, [[1, 2, 3]], jax.random.key(5), cfg)
