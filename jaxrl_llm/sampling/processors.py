@@ -9,7 +9,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 Processor = Callable[[Float[Array, "B V"]], Float[Array, "B V"]]
 NEG_INF = -jnp.inf
@@ -59,6 +59,47 @@ def min_p(p: float) -> Processor:
     cutoff = jnp.max(logp, axis=-1, keepdims=True) + jnp.log(jnp.float32(p))
     return jnp.where(logp < cutoff, NEG_INF, logits)
   return apply
+
+
+def argmax(logits: Float[Array, "B V"]) -> Int[Array, " B"]:
+  """First index of each row's maximum, as `jnp.argmax`, from a max and a min reduction.
+
+  Both reductions vectorise on CPU, where XLA's fused (value, index) argmax reduction took
+  ~3.9 ms on [32, 49152] against ~1.2 ms for this (every decode step does one). NaN logits
+  still give an id inside the vocabulary.
+  """
+  v = logits.shape[-1]
+  best = jnp.max(logits, axis=-1, keepdims=True)
+  iota = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+  return jnp.minimum(jnp.min(jnp.where(logits == best, iota, v), axis=-1), v - 1)
+
+
+def categorical(key: jax.Array, logits: Float[Array, "B V"], block: int = 256) -> Int[Array, " B"]:
+  """One draw per row from softmax(logits) (-inf logits are never drawn), by inverting the CDF.
+
+  Two levels, so float32 rounding stays relative to small sums: a block of `block` tokens is
+  drawn from the cumulative block masses, then a token inside it from that block's cumulative
+  masses; a token's probability is thus off by at most ~1e-7 of its block's mass (a one-level
+  CDF over 49k tokens would add ~1e-7 absolute to every tail token). Uniforms are drawn in
+  (0, 1], so a zero-mass block or token is never chosen. Same distribution as
+  `jax.random.categorical` (Gumbel-max), not the same draws: that one needs V random numbers
+  per row and an argmax (~16.7 ms on [32, 49152] here, against ~5 ms for this).
+  """
+  b, v = logits.shape
+  nb = -(-v // block)
+  z = jnp.pad(logits.astype(jnp.float32), ((0, 0), (0, nb * block - v)),
+              constant_values=NEG_INF)
+  p = jnp.exp(z - jnp.max(z, axis=-1, keepdims=True)).reshape(b, nb, block)
+  u = 1.0 - jax.random.uniform(key, (2, b, 1), jnp.float32)          # (0, 1]
+
+  def pick(weights, u):   # smallest i with cumsum(weights)[i] >= u · total
+    cdf = jnp.cumsum(weights, axis=-1)
+    return jnp.minimum(jnp.sum(cdf < u * cdf[:, -1:], axis=-1), weights.shape[-1] - 1)
+
+  blk = pick(jnp.sum(p, axis=-1), u[0])
+  inside = jnp.take_along_axis(p, blk[:, None, None], axis=1)[:, 0]      # [B, block]
+  tok = blk * block + pick(inside, u[1])
+  return jnp.minimum(tok, v - 1).astype(jnp.int32)
 
 
 def extrapolate(rl_logits: Float[Array, "B V"], base_logits: Float[Array, "B V"],

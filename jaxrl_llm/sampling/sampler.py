@@ -236,11 +236,11 @@ def _processor(config: SamplingConfig):
 def _choose(logits: Float[Array, "B V"], key, config: SamplingConfig):
   """(token, logp): logp under log softmax(z / T) (T = 1 when greedy), before truncation."""
   if config.greedy:
-    tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    tok = processors.argmax(logits)
     logp_all = jax.nn.log_softmax(logits, axis=-1)
   else:
     logp_all = jax.nn.log_softmax(logits / jnp.float32(config.temperature), axis=-1)
-    tok = jax.random.categorical(key, _processor(config)(logits), axis=-1).astype(jnp.int32)
+    tok = processors.categorical(key, _processor(config)(logits))
   return tok, jnp.take_along_axis(logp_all, tok[:, None], axis=-1)[:, 0]
 
 
