@@ -6,10 +6,13 @@ Both sides: the same weights (the embedded GGUF, dequantised to float32; TRL get
 `models.save_pretrained`), the same chat-templated prompts in the same order (reasoning-gym
 chain_sum), the same reward function (`reasoning_gym_reward`, scored inline), T = 1 sampling,
 lr 1e-6, grad clip 1.0, no KL term (kl_coef = beta = 0: no reference forward on either side),
-GRPO's per-sequence token mean, float32, and by default activation recomputation (our
-`train.remat`, TRL's gradient checkpointing) with 4 micro-batches: both libraries' defaults, and
-what fits: 32 rows x ~200 positions without them peak near 18 GB, more than a shared 23 GB
-machine leaves (`--no-remat --micro_batches 1` to compare that way). By default every
+GRPO's per-sequence token mean, float32, and 4 micro-batches with each library's default
+activation recomputation: ours is `train.remat="dots"` (the backward keeps the weight matmuls'
+outputs and recomputes norms, attention and activations: no extra matmul FLOPs; 2.1 GiB of step
+temporaries here against 1.9 for "full"), TRL's is gradient checkpointing (recomputes each
+layer). `--remat full` makes ours recompute whole layers too (like for like in FLOPs);
+`--remat none` turns both off. 32 rows x ~200 positions without remat and micro-batches peak near
+18 GB, more than a shared 23 GB machine leaves. By default every
 completion has exactly `--new` tokens (stopping disabled: our `stop_token_ids=()`, HF's
 `min_new_tokens`), so both do the same work; `--stop_at_eos` lets them stop. Our sampler pads
 prompts to a length bucket (`--buckets`), TRL to the longest prompt of the batch.
@@ -172,7 +175,7 @@ def run_trl(hf_folder: str, prompts: list[data.EncodedPrompt], tokenizer, reward
         num_generations=args.group, max_completion_length=args.new,
         generation_kwargs=None if args.stop_at_eos else {"min_new_tokens": args.new},
         temperature=1.0, top_k=0, top_p=1.0, beta=0.0, loss_type="grpo",
-        learning_rate=1e-6, max_grad_norm=1.0, gradient_checkpointing=args.remat)
+        learning_rate=1e-6, max_grad_norm=1.0, gradient_checkpointing=args.remat != "none")
     trainer = trl.GRPOTrainer(model=hf, reward_funcs=accuracy, args=config,
                               train_dataset=dataset, processing_class=hf_tokenizer,
                               callbacks=[timer])
@@ -260,7 +263,7 @@ def report(args, results, prompts, config: models.ModelConfig, ceiling: float,
            memory: list[str]) -> None:
   """Prints the iteration table, prompt widths and memory, the FLOP table and the targets."""
   stop = "stop at EOS" if args.stop_at_eos else "fixed length"
-  remat = ", remat" if args.remat else ", no remat"
+  remat = f", remat {args.remat}"
   print_iterations(
       f"SmolLM2-135M GRPO iteration: {args.prompts} prompts x {args.group} completions x "
       f"{args.new} tokens ({stop}), 1 optimizer step ({args.micro_batches} micro-batch(es)"
@@ -292,8 +295,8 @@ def main():
   parser.add_argument("--warmup", type=int, default=1, help="excluded first iterations")
   parser.add_argument("--micro_batches", type=int, default=4,
                       help="gradient accumulation steps in the one optimizer step")
-  parser.add_argument("--remat", action=argparse.BooleanOptionalAction, default=True,
-                      help="recompute activations in the backward (TRL: gradient checkpointing)")
+  parser.add_argument("--remat", choices=("none", "full", "dots"), default="dots",
+                      help="our train.remat policy; TRL uses gradient checkpointing unless none")
   parser.add_argument("--stop_at_eos", action="store_true",
                       help="let completions stop at EOS (default: exactly --new tokens)")
   parser.add_argument("--buckets", default=",".join(map(str, sampling.DEFAULT_BUCKETS)),

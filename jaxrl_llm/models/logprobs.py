@@ -59,7 +59,9 @@ def token_logp(
     targets = jnp.pad(targets, ((0, 0), (0, pad)))
   h_nbcd = hidden.reshape(b, num_chunks, c, d).swapaxes(0, 1)
   t_nbc = targets.reshape(b, num_chunks, c).swapaxes(0, 1)
-  stats = jax.checkpoint(functools.partial(_chunk_stats, temperature=temperature))
+  stats = functools.partial(_chunk_stats, temperature=temperature)
+  if num_chunks > 1:   # one chunk: its logits exist in the backward pass either way, keep them
+    stats = jax.checkpoint(stats)
 
   def body(_, xs):
     h_bcd, t_bc = xs
@@ -80,7 +82,7 @@ def sequence_logp(
     temperature: float = 1.0,
     chunk_size: int = 128,
     return_entropy: bool = False,
-    remat: bool = False,
+    remat: bool | str = False,
 ) -> tuple[Float[Array, "B T-1"], Float[Array, "B T-1"] | None]:
   """logp[b, t] = log π(tokens[b, t+1] | tokens[b, ≤t]) for a full (prompt + completion) sequence.
 

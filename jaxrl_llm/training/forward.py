@@ -187,7 +187,7 @@ def forward_outputs(
     *,
     temperature: float = 1.0,
     chunk_size: int = 128,
-    remat: bool = False,
+    remat: bool | str = False,
 ) -> dict[str, Float[Array, "B T"] | Float[Array, "B T D"] | Float[Array, " B"]]:
   """Current-policy outputs over the completion positions of `batch`.
 
@@ -200,7 +200,8 @@ def forward_outputs(
     temperature: the sampler's temperature (0, greedy, scores at 1): logp is then the
       behaviour-policy quantity the sampler reports.
     chunk_size: positions per logprob chunk.
-    remat: rematerialise each decoder layer in the backward pass.
+    remat: the backward pass's rematerialisation policy (`models.remat_layer`: "none", "full",
+      "dots"; a bool means none / full).
   Returns:
     {"logp": [B, T]} plus "entropy" [B, T], "hidden" [B, T, D], "sr_logp" [B], "waad" [B, T],
     "fai" [B, T] when required. float32.

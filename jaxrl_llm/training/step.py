@@ -68,7 +68,7 @@ def accumulate_gradients(
     num_micro_batches: int = 1,
     temperature: float = 1.0,
     chunk_size: int = 128,
-    remat: bool = False,
+    remat: bool | str = False,
 ) -> tuple[Float[Array, ""], PyTree, dict[str, Mean], PyTree]:
   """Full-batch loss and gradient from k micro-batches (a `lax.scan`), exactly.
 
@@ -133,7 +133,7 @@ def train_step(
     num_micro_batches: int = 1,
     temperature: float = 1.0,
     chunk_size: int = 128,
-    remat: bool = False,
+    remat: bool | str = False,
 ) -> tuple[TrainState, dict[str, Float[Array, ""]]]:
   """One optimizer update on one (mini)batch. Pure; `jit_train_step` binds and jits it.
 

@@ -1,4 +1,5 @@
 """Model-level behaviour: tracing, the NNX functional boundary, logical axes and bad inputs."""
+import functools
 import json
 
 import chex
@@ -62,16 +63,24 @@ def test_every_param_carries_logical_axes(model):
     assert len(spec) == len(models.param_shapes(CONFIG)[path])
 
 
-def test_remat_gives_same_gradients(model):
+def test_remat_policies_give_same_gradients_and_keep_less(model):
+  """Every policy computes the same gradient; what the backward keeps (the VJP's residuals)
+  shrinks from none to dots (weight-matmul outputs) to full (layer inputs)."""
   params = model.params()
-  tokens = jnp.asarray([[3, 5, 7, 11, 13]], jnp.int32)
+  tokens = jnp.asarray([[3, 5, 7, 11, 13, 2, 9, 4]], jnp.int32)
 
   def loss(p, remat):
     return jnp.mean(models.forward(p, CONFIG, tokens, remat=remat).logits ** 2)
 
-  g1 = jax.grad(loss)(params, False)
-  g2 = jax.grad(loss)(params, True)
-  chex.assert_trees_all_close(g1, g2, atol=1e-6)
+  plain = jax.grad(loss)(params, False)
+  kept = {}
+  for remat in ("none", "full", "dots", True):
+    chex.assert_trees_all_close(jax.grad(loss)(params, remat), plain, atol=1e-6)
+    _, vjp = jax.vjp(functools.partial(loss, remat=remat), params)
+    kept[remat] = sum(x.size for x in jax.tree.leaves(vjp))
+  assert kept["full"] == kept[True] < kept["dots"] < kept["none"], kept
+  with pytest.raises(ValueError, match="unknown remat policy 'dot'; valid: none, full, dots"):
+    loss(params, "dot")
 
 
 # ----------------------------------------------------------------------------------- bad inputs

@@ -215,10 +215,12 @@ def test_remat_gives_the_same_gradient(rolled):
   def grads(params, batch):
     return [training.accumulate_gradients(
         params, batch, loss_state, jnp.int32(0), jax.random.key(0), model_config=TINY,
-        objective=objective, num_micro_batches=2, remat=remat)[1] for remat in (False, True)]
+        objective=objective, num_micro_batches=2, remat=remat)[1]
+        for remat in ("none", "full", "dots")]
 
-  plain, remat = grads(params, batch)
-  _assert_trees_close(remat, plain, atol=1e-6, rtol=1e-5)   # fusion order only
+  plain, *rematted = grads(params, batch)
+  for remat in rematted:
+    _assert_trees_close(remat, plain, atol=1e-6, rtol=1e-5)   # fusion order only
 
 
 def test_hidden_state_objective_gets_hidden_and_unembedding(rolled):
