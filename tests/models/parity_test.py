@@ -172,3 +172,42 @@ def test_sharded_safetensors_with_index(tmp_path):
   (tmp_path / shards[-1]).unlink()
   with pytest.raises(models.ModelLoadError, match="missing: the download is incomplete"):
     models.from_pretrained(tmp_path)
+
+
+def test_gradients_match_hf_backward(family):
+  """The training pass's gradients (fused q/k/v and gate/up at B·T >= FUSE_MIN_ROWS, the dense
+  layers' own VJP with a materialised transpose, remat "dots") equal torch autograd's: the
+  embedding gradient carries every layer's input gradient, down/o/q projections their weight
+  gradients."""
+  import jax
+  import jax.numpy as jnp
+  import torch
+  name, hf, ours, _ = family
+  rng = np.random.default_rng(3)
+  tokens, mask = _batch(hf.config.vocab_size, rng, [72, 60, 72, 41], 72)   # 288 rows >= 256
+  weights = rng.standard_normal((4, 72, hf.config.vocab_size)).astype(np.float32) * mask[..., None]
+
+  def loss(params):
+    logits = models.forward(params, ours.config, jnp.asarray(tokens),
+                            attention_mask=jnp.asarray(mask), remat="dots").logits
+    return jnp.sum(logits * weights)
+
+  grads = jax.grad(loss)(ours.params())
+  hf.zero_grad()
+  m = torch.tensor(mask, dtype=torch.long)
+  out = hf(torch.tensor(tokens, dtype=torch.long), attention_mask=m,
+           position_ids=(m.cumsum(-1) - 1).clamp(min=0)).logits
+  (out * torch.tensor(weights)).sum().backward()
+  layer = hf.model.layers[1]
+  pairs = [
+      (grads["embed"], hf.model.embed_tokens.weight.grad.numpy()),
+      (grads["layers"]["w_down"][1], layer.mlp.down_proj.weight.grad.numpy().T),
+      (grads["layers"]["wo"][1].reshape(-1, ours.config.hidden_size),
+       layer.self_attn.o_proj.weight.grad.numpy().T),
+      (grads["layers"]["wq"][1].reshape(ours.config.hidden_size, -1),
+       layer.self_attn.q_proj.weight.grad.numpy().T),
+  ]
+  for got, ref in pairs:
+    scale = np.abs(ref).max()
+    assert scale > 1.0, "gradients too small for a meaningful comparison"
+    np.testing.assert_allclose(np.asarray(got), ref, atol=2e-5 * scale, rtol=0, err_msg=name)
