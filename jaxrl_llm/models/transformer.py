@@ -397,9 +397,9 @@ def _layer(config: ModelConfig, h, p, cos, sin, attend):
     k = qkv[..., n * hd:(n + kv) * hd].reshape(b, t, kv, hd)
     v = qkv[..., (n + kv) * hd:].reshape(b, t, kv, hd)
   else:
-    q = jnp.einsum("btd,dnh->btnh", x, p["wq"])
-    k = jnp.einsum("btd,dkh->btkh", x, p["wk"])
-    v = jnp.einsum("btd,dkh->btkh", x, p["wv"])
+    q = _dense(x, p["wq"].reshape(d, n * hd)).reshape(b, t, n, hd)
+    k = _dense(x, p["wk"].reshape(d, kv * hd)).reshape(b, t, kv, hd)
+    v = _dense(x, p["wv"].reshape(d, kv * hd)).reshape(b, t, kv, hd)
   if c.qkv_bias:
     q, k, v = q + _lead(p["bq"], 4), k + _lead(p["bk"], 4), v + _lead(p["bv"], 4)
   if c.qk_norm:
@@ -419,8 +419,8 @@ def _layer(config: ModelConfig, h, p, cos, sin, attend):
     gate_up = _dense(x, w)
     gate, up = gate_up[..., :f], gate_up[..., f:]
   else:
-    gate = jnp.einsum("btd,df->btf", x, p["w_gate"])
-    up = jnp.einsum("btd,df->btf", x, p["w_up"])
+    gate = _dense(x, p["w_gate"])
+    up = _dense(x, p["w_up"])
   if c.mlp_bias:
     gate, up = gate + _lead(p["b_gate"], 3), up + _lead(p["b_up"], 3)
   down = _dense(jax.nn.silu(gate) * up, p["w_down"])
@@ -453,6 +453,15 @@ def logits_from_hidden(params: PyTree, config: ModelConfig, h: Float[Array, "*B 
 REMAT_POLICIES = ("none", "full", "dots")
 
 
+def remat_policy(remat: bool | str) -> str:
+  """The policy name of `remat` (False -> "none", True -> "full"); ValueError if unknown."""
+  name = {False: "none", True: "full"}[remat] if isinstance(remat, bool) else remat
+  if name not in REMAT_POLICIES:
+    raise ValueError(f"unknown remat policy {remat!r}; valid: {', '.join(REMAT_POLICIES)} "
+                     "(or a bool: False = none, True = full).")
+  return name
+
+
 def remat_layer(body: Callable, remat: bool | str) -> Callable:
   """A decoder-layer scan body under the named rematerialisation policy.
 
@@ -463,10 +472,7 @@ def remat_layer(body: Callable, remat: bool | str) -> Callable:
   attention, activations): almost no extra FLOPs, about 9 activations of width D per token and
   layer instead of 1.
   """
-  name = {False: "none", True: "full"}.get(remat, remat) if isinstance(remat, bool) else remat
-  if name not in REMAT_POLICIES:
-    raise ValueError(f"unknown remat policy {remat!r}; valid: {', '.join(REMAT_POLICIES)} "
-                     "(or a bool: False = none, True = full).")
+  name = remat_policy(remat)
   if name == "none":
     return body
   if name == "full":

@@ -129,9 +129,10 @@ def check_config(config: ml_collections.ConfigDict, workdir: str | None = None):
     raise ValueError(f"train.prompts_per_step={p} does not split into train.num_minibatches="
                      f"{t.num_minibatches} minibatches of whole groups.")
   parallel.check_batch(p // t.num_minibatches * g, g, mesh, t.num_micro_batches)
-  if t.remat not in models.REMAT_POLICIES and not isinstance(t.remat, bool):
-    raise ValueError(f"unknown train.remat={t.remat!r}; valid: "
-                     f"{', '.join(models.REMAT_POLICIES)}.")
+  try:
+    models.remat_policy(t.remat)
+  except ValueError as e:
+    raise ValueError(f"train.remat: {e}") from None
   hooks = hooks_lib.build_hooks(config.get("hooks"))
   hooks_lib.check_requirements(objective.requires, hooks)
   if t.max_sampling_rounds > 1:

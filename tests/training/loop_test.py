@@ -77,7 +77,7 @@ def test_config_arg_picks_the_model():
     ({"objective.name": "grpoo"}, "unknown preset 'grpoo'; did you mean 'grpo'"),
     ({"objective.eps_hgh": 0.3}, "unknown key 'eps_hgh'.*eps_high"),
     ({"reward.name": "math"}, "unknown reward.name 'math'"),
-    ({"train.remat": "dot"}, "unknown train.remat='dot'; valid: none, full, dots"),
+    ({"train.remat": "dot"}, "train.remat: unknown remat policy 'dot'; valid: none, full, dots"),
     ({"reward.extract": ("answer_tagg",)}, "Did you mean 'answer_tag'"),
     ({"mesh.num_devices": -1, "mesh.fsdp": 3}, "fsdp=3 x tensor=1 = 3 devices, but 8 are"),
     ({"mesh.num_devices": 16}, "num_devices=16, but 8 devices"),
