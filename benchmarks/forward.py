@@ -3,6 +3,7 @@
 Same weights (the embedded GGUF, dequantised by each library), same batch, same process, same
 thread count. Prints tokens/s of each, the ratio, and the achieved FLOP/s of our forward against a
 large jitted matmul measured in the same process (the physical ceiling).
+Runs with the launchers' glibc malloc tunables (`parallel.host.tune_malloc`), both sides.
 
   python benchmarks/forward.py [--batch 8 --seq 256]
 """
@@ -20,6 +21,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import matmul_flops_per_s, print_table, time_fn  # noqa: E402
 from jaxrl_llm import models  # noqa: E402
+from jaxrl_llm.parallel import host  # noqa: E402
 
 
 def forward_flops(config: models.ModelConfig, batch: int, seq: int,
@@ -82,4 +84,5 @@ def main():
 
 
 if __name__ == "__main__":
+  host.tune_malloc()   # re-executes once with malloc tuned for XLA (parallel/host.py)
   main()

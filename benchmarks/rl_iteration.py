@@ -26,6 +26,12 @@ step less the rollout. Our scoring is decoding + rewards; our total is the itera
 (the loop's tokens/s). The first `--warmup` iterations (compilation on our side) are excluded on
 both sides and shown apart. The machine is shared: the load average is printed with the table.
 
+The benchmark re-executes itself at start with the launchers' glibc malloc tunables
+(`parallel.host.tune_malloc`: freed memory stays mapped, huge pages); TRL runs in the same process,
+so its torch tensors get them too (its iteration went ~54 -> ~40 s with them on this VM, ours
+~19.5 -> ~16.4 s). `JAXRL_LLM_TUNE_MALLOC=0 python benchmarks/rl_iteration.py` measures both
+without.
+
 The train step's achieved FLOP/s counts model matmul FLOPs analytically (3x a forward over the
 [P·G, prompt bucket + T] rows it runs, LM head on the T completion positions only, as
 `benchmarks/forward.py` counts a forward; the forward that remat recomputes is not counted);
@@ -54,6 +60,7 @@ from benchmarks.common import matmul_flops_per_s, print_table  # noqa: E402
 from benchmarks.forward import forward_flops  # noqa: E402
 from jaxrl_llm import data, models, rewards, sampling, training  # noqa: E402
 from jaxrl_llm.objectives import presets  # noqa: E402
+from jaxrl_llm.parallel import host  # noqa: E402
 from jaxrl_llm.training import loop  # noqa: E402
 
 SOURCE = "reasoning_gym:chain_sum?size=64&seed=0&answer_format=answer_tag"
@@ -333,4 +340,5 @@ def main():
 
 
 if __name__ == "__main__":
+  host.tune_malloc()   # re-executes once with malloc tuned for XLA (parallel/host.py)
   main()

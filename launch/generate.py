@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from jaxrl_llm import cli  # noqa: E402
+from jaxrl_llm.parallel import host  # noqa: E402
 
 _MODEL = flags.DEFINE_string("model", "smollm2-135m-instruct",
                              "HF folder, .gguf file, embedded name or hub id.")
@@ -34,4 +35,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host.tune_malloc()   # re-executes once with malloc tuned for XLA (parallel/host.py)
   app.run(main)

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 
 from jaxrl_llm.eval import reproduce  # noqa: E402
+from jaxrl_llm.parallel import host  # noqa: E402
 
 _TABLE = flags.DEFINE_enum("table", None, sorted(reproduce.TABLES),
                            "The paper table to reproduce.")
@@ -102,4 +103,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host.tune_malloc()   # re-executes once with malloc tuned for XLA (parallel/host.py)
   app.run(main)

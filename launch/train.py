@@ -79,4 +79,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from jaxrl_llm.parallel import host  # pylint: disable=g-import-not-at-top
+  host.tune_malloc()   # re-executes once with malloc tuned for XLA (parallel/host.py)
   app.run(main, flags_parser=_parse_flags)

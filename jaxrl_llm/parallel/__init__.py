@@ -1,4 +1,4 @@
-"""Device mesh, logical-axis sharding rules and multi-host start-up."""
+"""Device mesh, logical-axis sharding rules, multi-host start-up and host-process set-up (`host`)."""
 from jaxrl_llm.parallel.distributed import initialize, multihost_reason
 from jaxrl_llm.parallel.mesh import (
     BATCH_AXES, MESH_AXES, batch_shards, check_batch, make_mesh, mesh_shape)
