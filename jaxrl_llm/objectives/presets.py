@@ -751,3 +751,65 @@ def grpo_attention(strategy: str = "coupled", gamma: float = 1.0, q: float = 0.1
                                                    local_heads, global_heads)),
       loss=chain(ppo_clip(eps_low, eps_high), *_kl(kl_coef, kl_estimator),
                  aggregate(check_mode(aggregation)))).check()
+
+
+# --------------------------------------------------------------------------------------------------
+# A chain of the user's own from a config (DESIGN: "a custom chain in a config is an explicit tuple
+# of names"; a ConfigDict iterates its keys alphabetically, so the order is the tuple's).
+def _transform_factory(name: str, phase: str) -> Callable[..., Any]:
+  """The public transform factory `objectives.<name>`, or a ValueError with the closest name."""
+  from jaxrl_llm import objectives  # pylint: disable=g-import-not-at-top (the package imports us)
+  if not isinstance(name, str) or name not in objectives.TRANSFORMS:
+    raise ValueError(f"custom objective, {phase}: unknown transform {name!r}"
+                     f"{_suggest(str(name), objectives.TRANSFORMS)} (valid: "
+                     f"{', '.join(objectives.TRANSFORMS)})")
+  return getattr(objectives, name)
+
+
+def _plain(value: Any) -> Any:
+  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+
+
+@register
+def custom(rollout: tuple[str, ...] = ("group_advantage",),
+           loss: tuple[str, ...] = ("ppo_clip", "aggregate"),
+           args: Mapping[str, Mapping[str, Any]] | None = None) -> Objective:
+  """An objective chained from transform names, for a config that composes its own method.
+
+    objective = dict(name="custom", rollout=("group_advantage",),
+                     loss=("ppo_clip", "kl_penalty", "aggregate"),
+                     args=dict(group_advantage=dict(scale="none"), kl_penalty=dict(coef=0.01),
+                               aggregate=dict(mode="token_mean")))
+  `rollout` and `loss` are tuples of names from `objectives.TRANSFORMS`, applied left to right
+  (`chain`); `args[name]` holds the keyword arguments of that transform's factory (its own
+  defaults otherwise; a name used twice gets the same arguments). Unknown transform names,
+  `args` entries for transforms not in either chain, unknown or missing arguments all fail here
+  with the valid choices. The default is GRPO without KL: group-normalised advantages, PPO clip at
+  0.2, `aggregate`'s default reduction.
+  """
+  args = {k: dict(_plain(v) or {}) for k, v in (_plain(args) or {}).items()}
+  phases = {"rollout": tuple(rollout), "loss": tuple(loss)}
+  used = set(phases["rollout"]) | set(phases["loss"])
+  for name in args:
+    if name not in used:
+      raise ValueError(f"custom objective: args for {name!r}, which neither chain uses "
+                       f"(rollout={phases['rollout']}, loss={phases['loss']})")
+  chains = {}
+  for phase, names in phases.items():
+    transforms = []
+    for name in names:
+      factory = _transform_factory(name, phase)
+      params = inspect.signature(factory).parameters
+      kwargs = args.get(name, {})
+      for key in kwargs:
+        if key not in params:
+          raise ValueError(f"custom objective: unknown argument {key!r} for {name}"
+                           f"{_suggest(key, params)} (valid: {sorted(params)})")
+      missing = [p.name for p in params.values()
+                 if p.default is inspect.Parameter.empty and p.name not in kwargs
+                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+      if missing:
+        raise ValueError(f"custom objective: {name} needs {missing} in args.{name}")
+      transforms.append(factory(**kwargs))
+    chains[phase] = chain(*transforms)
+  return Objective(rollout=chains["rollout"], loss=chains["loss"]).check()

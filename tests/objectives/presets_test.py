@@ -112,3 +112,54 @@ def test_register_adds_a_preset_and_refuses_undefaulted_arguments():
     return presets.grpo(eps_low=eps)
   with pytest.raises(TypeError, match="needs a default"):
     presets.register(bad)
+
+
+# ------------------------------------------------------------------ custom: a chain from a config
+def _same(a: ob.Objective, b: ob.Objective, ctx=None):
+  ctx = worked_example_ctx() if ctx is None else ctx
+  la, ma, ga = loss_and_grad(a, ctx)
+  lb, mb, gb = loss_and_grad(b, ctx)
+  assert la == lb and set(ma) == set(mb)
+  np.testing.assert_array_equal(ga, gb)
+
+
+def test_custom_chain_equals_the_preset_it_spells_out():
+  spelled = presets.build({"name": "custom", "rollout": ("group_advantage",),
+                           "loss": ("ppo_clip", "kl_penalty", "aggregate"),
+                           "args": {"kl_penalty": {"coef": 0.04},
+                                    "aggregate": {"mode": "seq_mean_token_mean"}}})
+  _same(spelled, presets.grpo())
+  assert spelled.requires == presets.grpo().requires == {"ref_logp"}
+  dr = presets.build({"name": "custom", "rollout": ("group_advantage",),
+                      "args": {"group_advantage": {"scale": "none"},
+                               "aggregate": {"mode": "seq_mean_token_sum_norm", "norm": 3000}}})
+  _same(dr, presets.dr_grpo())
+
+
+def test_custom_from_a_locked_config_keeps_the_tuple_order():
+  cfg = presets.default_config("custom")
+  cfg.lock()
+  cfg.loss = ("ppo_clip", "kl_penalty", "aggregate")        # not alphabetical: order is kept
+  cfg.args = {"kl_penalty": {"coef": 0.5}, "aggregate": {"mode": "token_mean"}}
+  obj = presets.build(cfg)
+  assert obj.requires == {"ref_logp"}
+  loss_kl, _, _ = loss_and_grad(obj, worked_example_ctx())
+  cfg.args.kl_penalty.coef = 0.0
+  loss_0, _, _ = loss_and_grad(presets.build(cfg), worked_example_ctx())
+  assert loss_kl > loss_0                                  # the KL term reached the loss
+  cfg.loss = ("aggregate", "ppo_clip")                      # aggregate first: nothing to reduce
+  with pytest.raises(ValueError, match="found no loss terms"):
+    loss_and_grad(presets.build(cfg, args=None), worked_example_ctx())
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(loss=("ppo_clp", "aggregate")), "unknown transform 'ppo_clp'; did you mean 'ppo_clip'"),
+    (dict(args={"ppo_clip": {"eps_hgh": 0.3}}), "unknown argument 'eps_hgh' for ppo_clip; did you "
+                                                "mean 'eps_high'"),
+    (dict(args={"kl_penalty": {"coef": 0.1}}), "args for 'kl_penalty', which neither chain uses"),
+    (dict(rollout=("group_advantage", "ppo_clip")), "rollout holds a loss-phase transform"),
+    (dict(loss=("ppo_clip", "stratified_advantage", "aggregate")), "loss holds a rollout-phase"),
+])
+def test_custom_errors_name_the_problem(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    presets.build("custom", **kwargs)

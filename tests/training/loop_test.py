@@ -37,7 +37,7 @@ SEED_II_CONFIGS.update({"mm_upt": "grpo", "ttrv": "grpo", "co_reward": "grpo",
 SEED_II_CONFIGS.update({"grpo_attention": "grpo_attention"})   # B13
 SEED_II_CONFIGS.update({"stratified_grpo": "stratified_grpo", "copo": "copo",
                         "d3s": "d3s"})   # B2, B4, B5
-CONFIG_NAMES = ["base", "tiny", "grpo", "dapo", "dr_grpo", "gspo", *SEED_CONFIGS,
+CONFIG_NAMES = ["base", "tiny", "grpo", "dapo", "dr_grpo", "gspo", "custom", *SEED_CONFIGS,
                 *SEED_II_CONFIGS]
 
 
