@@ -3,7 +3,7 @@
 Same weights (the embedded GGUF, dequantised by each library), same batch, same process, same
 thread count. Prints tokens/s of each, the ratio, and the achieved FLOP/s of our forward against a
 large jitted matmul measured in the same process (the physical ceiling).
-Runs with the launchers' glibc malloc tunables (`parallel.host.tune_malloc`), both sides.
+`JAXRL_LLM_TUNE_MALLOC=1` runs both sides with glibc malloc tuned (`parallel.host.tune_malloc`).
 
   python benchmarks/forward.py [--batch 8 --seq 256]
 """
@@ -84,5 +84,5 @@ def main():
 
 
 if __name__ == "__main__":
-  host.tune_malloc()   # re-executes once with malloc tuned for XLA (parallel/host.py)
+  host.tune_malloc()   # JAXRL_LLM_TUNE_MALLOC=1: re-execute with malloc tuned (parallel/host.py)
   main()

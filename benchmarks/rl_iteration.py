@@ -26,11 +26,10 @@ step less the rollout. Our scoring is decoding + rewards; our total is the itera
 (the loop's tokens/s). The first `--warmup` iterations (compilation on our side) are excluded on
 both sides and shown apart. The machine is shared: the load average is printed with the table.
 
-The benchmark re-executes itself at start with the launchers' glibc malloc tunables
-(`parallel.host.tune_malloc`: freed memory stays mapped, huge pages); TRL runs in the same process,
-so its torch tensors get them too (its iteration went ~54 -> ~40 s with them on this VM, ours
-~19.5 -> ~16.4 s). `JAXRL_LLM_TUNE_MALLOC=0 python benchmarks/rl_iteration.py` measures both
-without.
+With `JAXRL_LLM_TUNE_MALLOC=1` the benchmark re-executes itself at start with glibc malloc tuned
+(`parallel.host.tune_malloc`: freed memory stays mapped, huge pages). TRL runs in the same process,
+so its torch tensors get it too: on this VM its iteration went ~54 -> ~40 s with it, ours
+~19.5 -> ~16.5 s (2.8x -> 2.4x). Off by default, as in the launchers.
 
 The train step's achieved FLOP/s counts model matmul FLOPs analytically (3x a forward over the
 [P·G, prompt bucket + T] rows it runs, LM head on the T completion positions only, as
@@ -340,5 +339,5 @@ def main():
 
 
 if __name__ == "__main__":
-  host.tune_malloc()   # re-executes once with malloc tuned for XLA (parallel/host.py)
+  host.tune_malloc()   # JAXRL_LLM_TUNE_MALLOC=1: re-execute with malloc tuned (parallel/host.py)
   main()

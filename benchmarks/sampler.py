@@ -5,8 +5,8 @@ greedy and T = 1, batch sizes 1, 8, 32, 64. Compilation is excluded (a warm-up c
 reported separately. Also prints our decode time per step against the memory-bandwidth floor,
 (bytes of weights + bytes of KV cache read per step) / measured read bandwidth, and the compute
 floor, matmul FLOPs per step / the rate of a large jitted matmul measured in the same process.
-The process re-executes itself at start with the launchers' glibc malloc tunables
-(`parallel.host.tune_malloc`), which HF's side shares; `JAXRL_LLM_TUNE_MALLOC=0` turns them off.
+`JAXRL_LLM_TUNE_MALLOC=1` re-executes the process at start with glibc malloc tuned
+(`parallel.host.tune_malloc`); HF's side shares it.
 
   python benchmarks/sampler.py [--batches 1,8,32,64] [--new 128]
 """
@@ -120,5 +120,5 @@ def main():
 
 
 if __name__ == "__main__":
-  host.tune_malloc()   # re-executes once with malloc tuned for XLA (parallel/host.py)
+  host.tune_malloc()   # JAXRL_LLM_TUNE_MALLOC=1: re-execute with malloc tuned (parallel/host.py)
   main()

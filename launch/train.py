@@ -80,5 +80,5 @@ def main(argv):
 
 if __name__ == "__main__":
   from jaxrl_llm.parallel import host  # pylint: disable=g-import-not-at-top
-  host.tune_malloc()   # re-executes once with malloc tuned for XLA (parallel/host.py)
+  host.tune_malloc()   # JAXRL_LLM_TUNE_MALLOC=1: re-execute with malloc tuned (parallel/host.py)
   app.run(main, flags_parser=_parse_flags)

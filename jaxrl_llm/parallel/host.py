@@ -17,18 +17,22 @@ the step's first writes ran at ~1 GB/s; the step took 14.8 s there against 12.7 
 - `glibc.malloc.hugetlb=1` where the kernel's THP mode is `madvise`: the heap is advised onto
   2 MiB pages (~512x fewer faults and TLB misses when it grows).
 Measured in `benchmarks/rl_iteration.py` (same process for both sides, so both get it): our train
-phase 14.9 -> 12.4 s, TRL's 41.9 -> 27.6 s (torch's CPU tensors come from the same malloc).
+phase 14.9 -> 12.4 s, TRL's 41.9 -> 27.6 s (torch's CPU tensors come from the same malloc). But
+on the default run (`python launch/train.py`, 6 iterations of 64 rows, 2 evals) it changed nothing
+(train phase 21-23 s per iteration either way) and raised the peak RSS from 5.5 to 7.4 GB, so it
+is opt-in: `JAXRL_LLM_TUNE_MALLOC=1`.
 
 Tunables are read once when the process starts, so `tune_malloc()` re-executes the running
 program (same interpreter, same arguments, same PID: `os.execve`) with them added to
-`GLIBC_TUNABLES`. The launchers and benchmarks call it first thing; `JAXRL_LLM_TUNE_MALLOC=0`
-turns it off. Library code never calls it: a program that imports jaxrl_llm keeps its process.
+`GLIBC_TUNABLES`. The launchers and benchmarks call it first thing; it does something only with
+`JAXRL_LLM_TUNE_MALLOC=1`. Library code never calls it: a program that imports jaxrl_llm keeps its
+process.
 """
 import os
 import sys
 from collections.abc import Mapping
 
-OPT_OUT = "JAXRL_LLM_TUNE_MALLOC"     # "0": leave malloc as it is
+ENABLE = "JAXRL_LLM_TUNE_MALLOC"      # "1": re-execute with the tunables (opt-in)
 THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
 HUGE_PAGES = "glibc.malloc.hugetlb"
 MIN_GLIBC = (2, 35)                   # first glibc with glibc.malloc.hugetlb
@@ -68,10 +72,10 @@ def glibc_version() -> tuple[int, int] | None:
 def malloc_environ(environ: Mapping[str, str], *, mode: str | None,
                    glibc: tuple[int, int] | None) -> dict[str, str] | None:
   """The environment to re-execute with (`environ` plus the tunables above in `GLIBC_TUNABLES`,
-  and `MARKER`), or None where re-executing would change nothing: turned off with
-  `JAXRL_LLM_TUNE_MALLOC=0`, already re-executed, not glibc >= 2.35, or every tunable already set
-  by the user. `hugetlb` is added only when `mode` (the THP mode) is 'madvise'."""
-  if environ.get(OPT_OUT, "1") == "0" or MARKER in environ:
+  and `MARKER`), or None where it is not asked for (`JAXRL_LLM_TUNE_MALLOC` is not "1") or
+  would change nothing: already re-executed, not glibc >= 2.35, or every tunable already set by
+  the user. `hugetlb` is added only when `mode` (the THP mode) is 'madvise'."""
+  if environ.get(ENABLE) != "1" or MARKER in environ:
     return None
   if glibc is None or glibc < MIN_GLIBC:
     return None
