@@ -787,6 +787,10 @@ def custom(rollout: tuple[str, ...] = ("group_advantage",),
   with the valid choices. The default is GRPO without KL: group-normalised advantages, PPO clip at
   0.2, `aggregate`'s default reduction.
   """
+  for phase, names in (("rollout", rollout), ("loss", loss)):
+    if isinstance(names, str):
+      raise ValueError(f"custom objective: {phase} must be a tuple of transform names, got the "
+                       f"string {names!r}: write ({names!r},)")
   args = {k: dict(_plain(v) or {}) for k, v in (_plain(args) or {}).items()}
   phases = {"rollout": tuple(rollout), "loss": tuple(loss)}
   used = set(phases["rollout"]) | set(phases["loss"])

@@ -13,7 +13,8 @@ the step's first writes ran at ~1 GB/s; the step took 14.8 s there against 12.7 
 - `glibc.malloc.mmap_max=0`, `glibc.malloc.arena_max=1`, `glibc.malloc.trim_threshold=2**40`:
   large blocks come from the one heap and stay in the process after `free`, so the next step
   reuses pages that are already mapped (no faults, no zeroing). The price: the process keeps its
-  peak heap until it exits (the RL benchmark's peak RSS was 5.3 GB with it, 5.4 GB without).
+  peak heap until it exits (peak RSS 5.3 vs 5.4 GB untuned on the RL benchmark, but 7.4 vs 5.5 GB
+  on the default run below).
 - `glibc.malloc.hugetlb=1` where the kernel's THP mode is `madvise`: the heap is advised onto
   2 MiB pages (~512x fewer faults and TLB misses when it grows).
 Measured in `benchmarks/rl_iteration.py` (same process for both sides, so both get it): our train

@@ -159,6 +159,7 @@ def test_custom_from_a_locked_config_keeps_the_tuple_order():
     (dict(args={"kl_penalty": {"coef": 0.1}}), "args for 'kl_penalty', which neither chain uses"),
     (dict(rollout=("group_advantage", "ppo_clip")), "rollout holds a loss-phase transform"),
     (dict(loss=("ppo_clip", "stratified_advantage", "aggregate")), "loss holds a rollout-phase"),
+    (dict(rollout="group_advantage"), r"rollout must be a tuple .* \('group_advantage',\)"),
 ])
 def test_custom_errors_name_the_problem(kwargs, message):
   with pytest.raises(ValueError, match=message):
