@@ -208,6 +208,22 @@ def init_train_state(
   return state, shardings
 
 
+def compiler_options(mesh: Mesh) -> dict[str, Any]:
+  """XLA options of the jitted train step on `mesh`'s platform.
+
+  On CPU, copy insertion with region analysis. Without it XLA:CPU copies the optimizer's first
+  and second moments (2 x the parameter bytes, 1.08 GB for SmolLM2-135M) on every step: the
+  parameter update re-derives the new moments from the old ones, and the moment outputs
+  overwrite the old ones in place (donation), so the default analysis keeps a copy of each.
+  Region analysis sees that the reads come first. Same values; at the RL benchmark's shape
+  (32 rows x 160, 4 micro-batches) the step's temporaries go from 2.24 to 2.08 GB. The copies
+  took ~40 ms of a ~12 s step, so the step time does not change measurably.
+  """
+  if mesh.devices.flat[0].platform == "cpu":
+    return {"xla_cpu_copy_insertion_use_region_analysis": True}
+  return {}
+
+
 def jit_train_step(
     mesh: Mesh,
     shardings: TrainState,
@@ -235,7 +251,8 @@ def jit_train_step(
     parallel.check_batch(batch.batch_size, batch.group_size or 1, mesh, num_micro_batches)
   replicated = NamedSharding(mesh, P())
   jitted = jax.jit(functools.partial(train_step, **static), in_shardings=(shardings, None),
-                   out_shardings=(shardings, replicated), donate_argnums=(0,) if donate else ())
+                   out_shardings=(shardings, replicated), donate_argnums=(0,) if donate else (),
+                   compiler_options=compiler_options(mesh))
 
   def step(state: TrainState, batch: RolloutBatch):
     parallel.check_batch(batch.batch_size, batch.group_size or 1, mesh, num_micro_batches)
