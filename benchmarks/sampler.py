@@ -5,6 +5,12 @@ greedy and T = 1, batch sizes 1, 8, 32, 64. Compilation is excluded (a warm-up c
 reported separately. Also prints our decode time per step against the memory-bandwidth floor,
 (bytes of weights + bytes of KV cache read per step) / measured read bandwidth, and the compute
 floor, matmul FLOPs per step / the rate of a large jitted matmul measured in the same process.
+Last, the weight matmuls of one decode step alone (the fused q/k/v, output, fused gate/up and down
+projections of every layer plus the LM head, M = batch rows, float32), timed in a jitted scan
+and in torch on the same shapes: `matmul_bound_ratio` turns that time into the best tokens/s any
+float32 implementation built on these matmul kernels could reach (the prefill we measured plus
+new - 1 steps of matmuls and nothing else), and into the largest ratio against the HF rate
+measured here. Where that bound is below an issue target, no sampler-side change can meet it.
 `JAXRL_LLM_TUNE_MALLOC=1` re-executes the process at start with glibc malloc tuned
 (`parallel.host.tune_malloc`); HF's side shares it.
 
@@ -30,6 +36,9 @@ from jaxrl_llm import models, sampling  # noqa: E402
 from jaxrl_llm.parallel import host  # noqa: E402
 
 
+TARGETS = {1: 2.0, 32: 4.0}    # the issue's greedy/T=1 targets: ratio to HF generate
+
+
 def read_bandwidth() -> float:
   """Bytes/s of a jitted sum over 256 MiB, far beyond the caches: what a decode step does to its
   weights and cache. (An elementwise copy would also time the page faults of a fresh 256 MiB
@@ -38,6 +47,69 @@ def read_bandwidth() -> float:
   f = jax.jit(jnp.sum)
   sec = time_fn(lambda: f(x).block_until_ready(), warmup=2, repeats=5)
   return x.nbytes / sec
+
+
+def decode_matmul_step_s(config: models.ModelConfig, batch: int, steps: int = 16) -> float:
+  """Seconds per decode step of the weight matmuls alone at `batch` rows (float32, XLA:CPU).
+
+  The same shapes as the sampler's decode: per layer x @ W_qkv [D, (N+2K)·H], o @ W_o [N·H, D],
+  x @ W_gate_up [D, 2F], a @ W_down [F, D], then the LM head [D, V]; each result feeds the next so
+  nothing is hoisted out of the scan over steps, and every step reads all weights, as decoding
+  does."""
+  c = config
+  d, h, f = c.hidden_size, c.head_dim, c.intermediate_size
+  shapes = [(d, (c.num_heads + 2 * c.num_kv_heads) * h), (c.num_heads * h, d), (d, 2 * f), (f, d)]
+  keys = jax.random.split(jax.random.key(0), c.num_layers * len(shapes) + 1)
+  # One buffer per layer and an unrolled layer loop, as the sampler decodes (a scan over stacked
+  # weights would add a copy of each layer's slice).
+  layers = [[0.02 * jax.random.normal(keys[i * len(shapes) + j], s, jnp.float32)
+             for j, s in enumerate(shapes)] for i in range(c.num_layers)]
+  head = 0.02 * jax.random.normal(keys[-1], (d, c.vocab_size), jnp.float32)
+  nq = c.num_heads * h
+
+  @jax.jit
+  def run(x, layers, head):
+    def step(x, _):
+      for w_qkv, w_o, w_gu, w_down in layers:
+        x = x + (x @ w_qkv)[:, :nq] @ w_o
+        gu = x @ w_gu
+        x = x + (jax.nn.silu(gu[:, :f]) * gu[:, f:]) @ w_down
+      return x + 1e-3 * jnp.tanh((x @ head)[:, :d]), None
+    return jax.lax.scan(step, x, None, length=steps)[0]
+
+  x = jnp.ones((batch, d), jnp.float32)
+  return time_fn(lambda: run(x, layers, head).block_until_ready(), warmup=1, repeats=3) / steps
+
+
+def torch_decode_matmul_step_s(config: models.ModelConfig, batch: int, steps: int = 4) -> float:
+  """The same weight matmuls in torch (HF's engine), per decode step."""
+  c = config
+  d, h, f = c.hidden_size, c.head_dim, c.intermediate_size
+  shapes = [(d, (c.num_heads + 2 * c.num_kv_heads) * h), (c.num_heads * h, d), (d, 2 * f), (f, d)]
+  gen = torch.Generator().manual_seed(0)
+  layers = [[0.02 * torch.randn(s, generator=gen) for s in shapes] for _ in range(c.num_layers)]
+  head = 0.02 * torch.randn((d, c.vocab_size), generator=gen)
+  nq = c.num_heads * h
+
+  def run():
+    x = torch.ones((batch, d))
+    with torch.no_grad():
+      for _ in range(steps):
+        for w_qkv, w_o, w_gu, w_down in layers:
+          x = x + (x @ w_qkv)[:, :nq] @ w_o
+          gu = x @ w_gu
+          x = x + (torch.nn.functional.silu(gu[:, :f]) * gu[:, f:]) @ w_down
+        x = x + 1e-3 * torch.tanh((x @ head)[:, :d])
+    return x
+
+  return time_fn(run, warmup=1, repeats=3) / steps
+
+
+def matmul_bound_ratio(prefill_s: float, matmul_step_s: float, new: int, tokens: int,
+                       hf_s: float) -> tuple[float, float]:
+  """(best tokens/s, its ratio to HF): our measured prefill + (new - 1) steps of matmuls only."""
+  best = tokens / (prefill_s + (new - 1) * matmul_step_s)
+  return best, best * hf_s / tokens
 
 
 def main():
@@ -60,7 +132,7 @@ def main():
   bandwidth = read_bandwidth()
   ceiling = matmul_flops_per_s()
   rng = np.random.default_rng(0)
-  rows, step_rows = [], []
+  rows, step_rows, bound_rows = [], [], []
   for batch in [int(b) for b in args.batches.split(",")]:
     # ragged prompts around prompt_len tokens, as a chat batch would be
     lengths = rng.integers(args.prompt_len - 8, args.prompt_len + 1, batch)
@@ -107,6 +179,18 @@ def main():
         step_rows.append([batch, f"{step * 1e3:.1f}", f"{floor * 1e3:.1f}", f"{floor / step:.0%}",
                           f"{compute * 1e3:.1f}", f"{max(floor, compute) / step:.0%}",
                           f"{prefill * 1e3:.0f}"])
+      if batch in TARGETS:
+        if temperature == 0:      # the matmuls do not depend on the mode: timed once per batch
+          matmuls = decode_matmul_step_s(config, batch)
+          torch_matmuls = torch_decode_matmul_step_s(config, batch) if hf is not None else None
+        best, best_ratio = matmul_bound_ratio(prefill, matmuls, args.new, tokens, hf_s)
+        target = TARGETS[batch]
+        bound_rows.append([
+            batch, mode, f"{(ours - prefill) / (args.new - 1) * 1e3:.1f}", f"{matmuls * 1e3:.1f}",
+            "-" if torch_matmuls is None else f"{torch_matmuls * 1e3:.1f}",
+            f"{forward_flops(config, batch, 1, context=0) / matmuls / 1e9:.0f}",
+            f"{best:,.0f}", f"{best_ratio:.1f}x", f"{target:.0f}x",
+            "reachable" if best_ratio >= target else "out of reach in float32"])
   print_table(f"SmolLM2-135M sampling, prompts ~{args.prompt_len} tokens, {args.new} new tokens, "
               f"{os.cpu_count()} threads (tokens/s exclude compilation)",
               ["batch", "mode", "jaxrl_llm tok/s", "HF generate tok/s", "ratio", "compile s"], rows)
@@ -117,6 +201,11 @@ def main():
               step_rows)
   print(f"compute floor: matmul FLOPs per step at the jitted 2048^3 f32 matmul rate, "
         f"{ceiling / 1e9:.1f} GFLOP/s")
+  if bound_rows:
+    print_table("Targets against the weight matmuls alone: best tok/s = tokens / (our prefill "
+                f"+ {args.new - 1} steps of only the decode matmuls), ratio to the HF rate above",
+                ["batch", "mode", "ms / decode step", "matmuls alone ms (XLA)", "same in torch ms",
+                 "matmul GFLOP/s", "best tok/s", "best ratio", "target", "verdict"], bound_rows)
 
 
 if __name__ == "__main__":
