@@ -31,9 +31,11 @@ With `JAXRL_LLM_TUNE_MALLOC=1` the benchmark re-executes itself at start with gl
 so its torch tensors get it too: on this VM its iteration went ~54 -> ~40 s with it, ours
 ~19.5 -> ~16.5 s (2.8x -> 2.4x). Off by default, as in the launchers.
 
-The train step's achieved FLOP/s counts model matmul FLOPs analytically (3x a forward over the
-[P·G, prompt bucket + T] rows it runs, LM head on the T completion positions only, as
-`benchmarks/forward.py` counts a forward; the forward that remat recomputes is not counted);
+The train step's achieved FLOP/s counts the model matmul FLOPs it runs analytically (3x a
+forward, as `benchmarks/forward.py` counts one; the forward that remat recomputes is not counted):
+the P prompts' bucket columns once each (the loop's batches have `shared_prompts`: a group's rows
+run their common prompt once, `models.forward_shared_prompts`) and the P·G rows' T completion
+columns over prompt + T keys, with the LM head on those T positions only;
 XLA's `cost_analysis` counts a scanned loop body once, so it cannot be used here. The ceiling is
 a large jitted matmul measured in the same process, before and after our run (the larger).
 
@@ -199,11 +201,22 @@ def run_trl(hf_folder: str, prompts: list[data.EncodedPrompt], tokenizer, reward
           for g, r, t, n in zip(generate_s, rollout_s, timer.times, lengths)]
 
 
-def train_step_flops(config: models.ModelConfig, rows: int, prompt_width: int,
-                     completion_len: int) -> float:
-  """Matmul FLOPs of one train step: 3x the forward (backward = 2x), LM head on T positions."""
+def train_step_flops(config: models.ModelConfig, prompts: int, group: int, prompt_width: int,
+                     completion_len: int, shared_prompts: bool = True) -> float:
+  """Matmul FLOPs of one train step as it runs: 3x the forward (backward = 2x).
+
+  With shared prompts (`RolloutBatch.shared_prompts`, what the RL loop's batches are) the
+  prompt columns run once per prompt (P·Lp tokens, no LM head) and the completion columns once
+  per row (P·G·T tokens over Lp + T keys, with the LM head); without, every row runs all its
+  Lp + T columns, the LM head on T of them."""
+  rows, hd, vocab = prompts * group, config.hidden_size, config.vocab_size
+  if shared_prompts:
+    prompt_head = 2.0 * prompts * prompt_width * hd * vocab
+    prompt = forward_flops(config, prompts, prompt_width) - prompt_head
+    own = forward_flops(config, rows, completion_len, context=prompt_width + completion_len)
+    return 3.0 * (prompt + own)
   width = prompt_width + completion_len
-  head = 2.0 * rows * (width - completion_len) * config.hidden_size * config.vocab_size
+  head = 2.0 * rows * (width - completion_len) * hd * vocab
   return 3.0 * (forward_flops(config, rows, width) - head)
 
 
@@ -249,14 +262,14 @@ def print_train_flops(ours: list[dict[str, float]], prompts: list[data.EncodedPr
   rows, table, fractions = args.prompts * args.group, [], []
   for i in range(args.warmup, len(ours)):
     width, _ = prompt_widths(prompts[i * args.prompts:(i + 1) * args.prompts], args.buckets)
-    flops = train_step_flops(config, rows, width, args.new)
+    flops = train_step_flops(config, args.prompts, args.group, width, args.new)
     rate = flops / ours[i]["training"]
     fractions.append(rate / ceiling)
-    table.append([i + 1, f"{rows} x ({width} + {args.new})", f"{flops / 1e12:.2f}",
+    table.append([i + 1, f"{args.prompts} x {width} + {rows} x {args.new}", f"{flops / 1e12:.2f}",
                   f"{ours[i]['training']:.2f}", f"{rate / 1e9:.1f}", f"{rate / ceiling:.0%}"])
   print_table(f"jaxrl_llm train phase (rollout + optimizer step) vs the matmul ceiling, jitted "
               f"2048^3 f32 in this process: {ceiling / 1e9:.1f} GFLOP/s",
-              ["iteration", "rows x (prompt bucket + T)", "TFLOP (analytic)", "s", "GFLOP/s",
+              ["iteration", "prompts x bucket + rows x T", "TFLOP (analytic)", "s", "GFLOP/s",
                "of matmul ceiling"], table)
   return float(np.median(fractions))
 

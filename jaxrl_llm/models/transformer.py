@@ -617,6 +617,121 @@ def forward(
   return ModelOutput(logits=logits, hidden=h if return_hidden else None, cache=new_cache)
 
 
+def _attention_shared_prefix(q: Float[Array, "B T N H"], k_bkth: Float[Array, "B K T H"],
+                             v_bkth: Float[Array, "B K T H"], valid: Bool[Array, "B T"],
+                             k_prefix: Float[Array, "P K S H"], v_prefix: Float[Array, "P K S H"],
+                             prefix_valid: Bool[Array, "P S"]) -> Float[Array, "B T N H"]:
+  """Attention of T new tokens over a prefix shared by groups of rows, then causally over their own.
+
+  Rows come in B / P consecutive groups of g = B / P; group i's rows all follow prefix i, whose
+  keys/values are stored once ([P, K, S, H]). One softmax runs over the concatenated [prefix |
+  own] key slots, so the result is the attention over the whole row. The prefix scores fold the
+  g rows of a group into the matmul rows (M = g·G·T per group and kv head), so the prefix's keys
+  are read once per group, and their gradient sums over the group inside that matmul.
+  """
+  b, t, n, h = q.shape
+  kv = k_bkth.shape[1]
+  num_prefixes, _, s, _ = k_prefix.shape
+  g, hg = b // num_prefixes, n // kv
+  scale = jnp.float32(1.0 / np.sqrt(h))
+  q_bkmh = q.reshape(b, t, kv, hg, h).transpose(0, 2, 3, 1, 4).reshape(b, kv, hg * t, h)
+  q_pkrh = (q_bkmh.reshape(num_prefixes, g, kv, hg * t, h).transpose(0, 2, 1, 3, 4)
+            .reshape(num_prefixes, kv, g * hg * t, h))
+  s_pre = jnp.einsum("pkrh,pksh->pkrs", q_pkrh, k_prefix, preferred_element_type=jnp.float32)
+  s_pre = (s_pre.reshape(num_prefixes, kv, g, hg * t, s).transpose(0, 2, 1, 3, 4)
+           .reshape(b, kv, hg * t, s))
+  s_own = jnp.einsum("bkmh,bkth->bkmt", q_bkmh, k_bkth, preferred_element_type=jnp.float32)
+  lowest = jnp.finfo(jnp.float32).min
+  pre_ok = jnp.repeat(prefix_valid, g, axis=0)[:, None, None, :]                 # [B,1,1,S]
+  causal = jnp.arange(t)[None, :] <= jnp.arange(t)[:, None]                       # [Tq, Tk]
+  own_ok = causal[None, None, None] & valid[:, None, None, None, :]              # [B,1,1,T,T]
+  s_pre = jnp.where(pre_ok, s_pre * scale, lowest)
+  s_own = jnp.where(own_ok, s_own.reshape(b, kv, hg, t, t) * scale, lowest)
+  scores = jnp.concatenate([s_pre, s_own.reshape(b, kv, hg * t, t)], axis=-1)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v_bkth.dtype)
+  p_pre = (probs[..., :s].reshape(num_prefixes, g, kv, hg * t, s).transpose(0, 2, 1, 3, 4)
+           .reshape(num_prefixes, kv, g * hg * t, s))
+  out_pre = jnp.einsum("pkrs,pksh->pkrh", p_pre, v_prefix)
+  out_pre = (out_pre.reshape(num_prefixes, kv, g, hg * t, h).transpose(0, 2, 1, 3, 4)
+             .reshape(b, kv, hg * t, h))
+  out = out_pre + jnp.einsum("bkmt,bkth->bkmh", probs[..., s:], v_bkth)
+  return out.reshape(b, kv, hg, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+
+
+def forward_shared_prompts(
+    params: PyTree,
+    config: ModelConfig,
+    tokens: Int[Array, "B L"],
+    attention_mask: Int[Array, "B L"],
+    *,
+    prompt_len: int,
+    group_size: int,
+    remat: bool | str = False,
+) -> Float[Array, "B T1 D"]:
+  """Final hidden states of columns prompt_len − 1 … L − 1 of rows whose prompts repeat by group.
+
+  The rows must come in consecutive groups of `group_size` whose first `prompt_len` columns
+  (tokens and mask) are identical, as a GRPO batch lays them out (`sampling.sample` with n; the
+  caller checks it, e.g. `training.batch.prompts_shared`). The prompt columns are then run once per
+  group and the completion columns attend to that group's prompt keys/values
+  (`_attention_shared_prefix`): the same function as `forward` on the whole rows (the last prompt
+  column's hidden state is the group's), at roughly (P·Lp + B·T) / (B·L) of its work, P = B / g
+  prompts. Under `jax.grad` the prompt's gradient is summed over its group before the prompt
+  columns' backward runs, once per group.
+
+  Returns:
+    [B, L − prompt_len + 1, D] (the parameters' dtype): column 0 is the last prompt column (it
+    predicts the first completion token), column 1 + t the completion column prompt_len + t.
+  """
+  b, length = tokens.shape
+  p, g = prompt_len, group_size
+  if not 1 <= p < length:
+    raise ValueError(f"prompt_len={p} must leave at least one prompt and one completion column "
+                     f"of the {length}.")
+  if g < 1 or b % g:
+    raise ValueError(f"group_size={g} must be >= 1 and divide the {b} rows.")
+  if isinstance(params["layers"], (tuple, list)):
+    raise ValueError("forward_shared_prompts takes the stacked parameters, not `unstack_layers`.")
+  prompt_tokens, prompt_mask = tokens[::g, :p], attention_mask[::g, :p]
+  own_tokens, own_mask = tokens[:, p:], attention_mask[:, p:]
+
+  # The prompts: the cache-free pass on one row per group, keeping every layer's keys/values.
+  positions = default_positions(prompt_mask)
+  cos, sin = rope.rope_cos_sin(positions, config)
+  prompt_valid = prompt_mask.astype(bool)
+
+  def prompt_body(h, lp):
+    def attend(q, k, v):
+      k_bkth, v_bkth = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+      return _attention(q, k_bkth, v_bkth, prompt_valid), (k_bkth, v_bkth)
+    return _layer(config, h, lp, cos, sin, attend)
+
+  h = jnp.take(params["embed"], prompt_tokens, axis=0)
+  h, (k_prefix, v_prefix) = jax.lax.scan(remat_layer(prompt_body, remat), h, params["layers"])
+  last = jnp.repeat(h[:, -1:], g, axis=0)                                  # [B, 1, D]
+
+  # The completions: every row, over its group's prompt and causally over its own columns.
+  past = jnp.repeat(jnp.sum(prompt_mask, axis=-1, dtype=jnp.int32), g, axis=0)[:, None]
+  positions = jnp.maximum(past + jnp.cumsum(own_mask.astype(jnp.int32), axis=-1) - 1, 0)
+  cos, sin = rope.rope_cos_sin(positions, config)
+  own_valid = own_mask.astype(bool)
+
+  def own_body(h, xs):
+    lp, k_pre, v_pre = xs
+
+    def attend(q, k, v):
+      out = _attention_shared_prefix(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3),
+                                     own_valid, k_pre, v_pre, prompt_valid)
+      return out, None
+    h, _ = _layer(config, h, lp, cos, sin, attend)
+    return h, None
+
+  h = jnp.take(params["embed"], own_tokens, axis=0)
+  h, _ = jax.lax.scan(remat_layer(own_body, remat), h, (params["layers"], k_prefix, v_prefix))
+  h = jnp.concatenate([last, h], axis=1)
+  return rms_norm(h, params["final_norm"], config.rms_norm_eps)
+
+
 def _forward_with_stats(params, config, tokens, attention_mask, cos, sin,
                         request: AttentionRequest, return_logits, return_hidden, remat
                         ) -> ModelOutput:

@@ -13,7 +13,7 @@ from jaxrl_llm.training import batch, hooks, optim
 from jaxrl_llm.training.checkpoint import Checkpointer
 from jaxrl_llm.training.batch import (
     RolloutBatch, concat_completions, from_completions, group_minibatches, informative_groups,
-    ragged_minibatches, split_micro_batches, take_rows)
+    prompts_shared, ragged_minibatches, split_micro_batches, take_rows)
 from jaxrl_llm.training.config_files import load_config, load_config_module
 from jaxrl_llm.training.forward import forward_outputs, reference_logp
 from jaxrl_llm.training.hooks import (
@@ -29,7 +29,7 @@ __all__ = [
     "accumulate_gradients", "batch", "build_hooks", "concat_completions", "forward_outputs",
     "from_completions", "group_minibatches", "hooks", "informative_groups",
     "init_objective_state", "init_train_state", "jit_rollout", "jit_train_step", "load_config",
-    "load_config_module", "optim", "ragged_minibatches", "reference_logp", "register_hook",
-    "rollout", "shard_batch", "split_micro_batches", "state_shardings", "take_rows",
-    "to_rollout_batch", "train_step",
+    "load_config_module", "optim", "prompts_shared", "ragged_minibatches", "reference_logp",
+    "register_hook", "rollout", "shard_batch", "split_micro_batches", "state_shardings",
+    "take_rows", "to_rollout_batch", "train_step",
 ]

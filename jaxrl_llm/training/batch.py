@@ -27,11 +27,17 @@ class RolloutBatch:
       `training.rollout` has run the objective's rollout phase, `advantages`, `weights`, the
       reference logp, filtered `mask`.
     prompt_len: Lp (static): completion token t sits at column Lp + t of `tokens`.
+    shared_prompts: (static) True when the rows come in groups of `ctx.group_size` whose prompt
+      columns (tokens and mask) are identical (`prompts_shared`), as the sampler lays out n
+      completions per prompt. The forward passes then run each prompt once per group
+      (`models.forward_shared_prompts`); the result is the same. Batches whose groups are cut
+      apart (ragged minibatches, strided micro-batches) clear `group_size`, which turns it off.
   """
   tokens: Int[Array, "B L"]
   attention_mask: Int[Array, "B L"]
   ctx: LossContext
   prompt_len: int = struct.field(pytree_node=False)
+  shared_prompts: bool = struct.field(pytree_node=False, default=False)
 
   @property
   def batch_size(self) -> int:
@@ -44,6 +50,28 @@ class RolloutBatch:
   @property
   def completion_len(self) -> int:
     return self.tokens.shape[1] - self.prompt_len
+
+
+def _host_array(x) -> np.ndarray:
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:   # multi-process: gather the rows
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def prompts_shared(prompt_tokens: Int[Array, "B Lp"], prompt_mask: Int[Array, "B Lp"],
+                   group_size: int | None) -> bool:
+  """Whether rows i·g … i·g + g − 1 have the same prompt tokens and mask (g = group_size > 1)."""
+  if not group_size or group_size < 2:
+    return False
+  out = True
+  for x in (prompt_tokens, prompt_mask):
+    x = _host_array(x)
+    if x.shape[0] % group_size:
+      return False
+    x = x.reshape(-1, group_size, *x.shape[1:])
+    out = out and bool(np.all(x == x[:, :1]))
+  return out
 
 
 def from_completions(completions: Completions, rewards: Float[Array, " B"], *, group_size: int,
@@ -65,7 +93,9 @@ def from_completions(completions: Completions, rewards: Float[Array, " B"], *, g
               "lengths": jnp.asarray(completions.lengths, jnp.float32)})
   return RolloutBatch(tokens=jnp.asarray(tokens, jnp.int32),
                       attention_mask=jnp.asarray(attention_mask, jnp.int32), ctx=ctx,
-                      prompt_len=int(completions.prompt_tokens.shape[1]))
+                      prompt_len=int(completions.prompt_tokens.shape[1]),
+                      shared_prompts=prompts_shared(completions.prompt_tokens,
+                                                    completions.prompt_mask, group_size))
 
 
 def _is_row_leaf(leaf: Any, batch_size: int) -> bool:

@@ -3,6 +3,11 @@
 Per-token logprobs come from the final hidden states through `models.token_logp`, chunked over
 the sequence under remat, so a `[B, T, V]` float32 tensor never exists (DESIGN.md, Training).
 
+A batch with `shared_prompts` (the sampler's n completions per prompt, checked when the batch is
+built) runs each group's prompt once (`models.forward_shared_prompts`): the same outputs and
+gradients up to float summation order, at (P·Lp + B·T) / (B·(Lp + T)) of the layer work. The
+attention statistics ("waad", "fai") keep the whole-row pass.
+
 Outputs on request (names in the objective's `requires`, which `forward_outputs` receives):
 
   "entropy"  [B, T]  entropy of the tempered next-token distribution (differentiable).
@@ -168,11 +173,10 @@ def attention_request(params: PyTree, model_config: ModelConfig, batch: RolloutB
   return AttentionRequest(local, glob, receivers, options.window)
 
 
-def _sr_logp(params, model_config, batch, hidden_full, z, temperature) -> Float[Array, " B"]:
-  p = batch.prompt_len
-  lengths = jnp.sum(batch.attention_mask[:, p:], axis=1)
-  idx = (p - 1 + lengths).astype(jnp.int32)
-  h = jnp.take_along_axis(hidden_full, idx[:, None, None], axis=1)[:, 0]          # [B, D]
+def _sr_logp(params, model_config, batch, tail, z, temperature) -> Float[Array, " B"]:
+  """`tail`: the final hidden states of columns prompt_len − 1 … L − 1."""
+  lengths = jnp.sum(batch.attention_mask[:, batch.prompt_len:], axis=1).astype(jnp.int32)
+  h = jnp.take_along_axis(tail, lengths[:, None, None], axis=1)[:, 0]             # [B, D]
   logits = models.logits_from_hidden(params, model_config, h) / temperature        # [B, V]
   z = jnp.broadcast_to(jnp.asarray(z, jnp.int32), (h.shape[0],))
   target = jnp.take_along_axis(logits, z[:, None], axis=1)[:, 0]
@@ -215,10 +219,17 @@ def forward_outputs(
   request = None
   if requires & set(ATTENTION_REQUIRES):
     request = attention_request(params, model_config, batch, options)
-  out = models.forward(params, model_config, batch.tokens, attention_mask=batch.attention_mask,
-                       return_logits=False, return_hidden=True, remat=remat,
-                       attention_stats=request)
-  hidden = out.hidden[:, p - 1:-1]
+  g = batch.group_size
+  if request is None and batch.shared_prompts and g and g > 1 and g * batch.ctx.num_groups == \
+      batch.batch_size:
+    tail = models.forward_shared_prompts(params, model_config, batch.tokens, batch.attention_mask,
+                                         prompt_len=p, group_size=g, remat=remat)
+  else:
+    out = models.forward(params, model_config, batch.tokens, attention_mask=batch.attention_mask,
+                         return_logits=False, return_hidden=True, remat=remat,
+                         attention_stats=request)
+    tail = out.hidden[:, p - 1:]
+  hidden = tail[:, :-1]
   logp, entropy = models.token_logp(
       hidden, models.output_head(params, model_config), batch.tokens[:, p:],
       temperature=temperature, chunk_size=chunk_size, return_entropy="entropy" in requires)
@@ -235,7 +246,7 @@ def forward_outputs(
       raise ValueError("the objective requires `sr_logp` but names no self-reward token: add the "
                        "tag training.forward.sr_token_tag(z) (\"sr_token=<id>\") to the "
                        "transform's requires, or put extras['sr_token'] ([B] int) in the batch.")
-    result["sr_logp"] = _sr_logp(params, model_config, batch, out.hidden, z, temperature)
+    result["sr_logp"] = _sr_logp(params, model_config, batch, tail, z, temperature)
   if request is not None:
     completion = batch.attention_mask[:, p:].astype(jnp.float32)
     for name in ATTENTION_REQUIRES:

@@ -35,7 +35,7 @@ import numpy as np
 from jaxrl_llm import sampling
 from jaxrl_llm.data import prompts as prompts_lib
 from jaxrl_llm.objectives import LossContext
-from jaxrl_llm.training.batch import RolloutBatch, concat_completions, take_rows
+from jaxrl_llm.training.batch import RolloutBatch, concat_completions, prompts_shared, take_rows
 
 # Per-row inputs produced on the host (spec/baselines_and_more.md §0.2) that some hook must provide
 # when an objective requires them. Forward-pass fields (logp, entropy, hidden, ref_logp, sr_logp,
@@ -200,7 +200,8 @@ def to_rollout_batch(batch: HostBatch, *, step: Any = 0) -> RolloutBatch:
       extras=extras, **groups)
   return RolloutBatch(tokens=jnp.asarray(tokens, jnp.int32),
                       attention_mask=jnp.asarray(attention_mask, jnp.int32), ctx=ctx,
-                      prompt_len=int(c.prompt_tokens.shape[1]))
+                      prompt_len=int(c.prompt_tokens.shape[1]),
+                      shared_prompts=prompts_shared(c.prompt_tokens, c.prompt_mask, g))
 
 
 @dataclasses.dataclass

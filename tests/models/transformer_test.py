@@ -83,6 +83,67 @@ def test_remat_policies_give_same_gradients_and_keep_less(model):
     loss(params, "dot")
 
 
+def _grouped_rows(num_prompts=3, group=4, prompt_width=7, width=5, seed=0):
+  """Rows in groups of `group` sharing a left-padded prompt, with right-padded completions."""
+  rng = np.random.default_rng(seed)
+  prompts = rng.integers(1, 64, (num_prompts, prompt_width))
+  prompt_mask = np.ones((num_prompts, prompt_width), np.int32)
+  prompt_mask[0, :3] = 0
+  prompt_mask[1, :1] = 0
+  b = num_prompts * group
+  own = rng.integers(1, 64, (b, width))
+  own_mask = np.ones((b, width), np.int32)
+  own_mask[2, 3:] = 0
+  own_mask[5, 1:] = 0
+  mask = np.concatenate([np.repeat(prompt_mask, group, 0), own_mask], 1)
+  tokens = np.where(mask == 1, np.concatenate([np.repeat(prompts, group, 0), own], 1), 0)
+  return jnp.asarray(tokens, jnp.int32), jnp.asarray(mask, jnp.int32)
+
+
+@pytest.mark.parametrize("remat", ["none", "dots"])
+def test_shared_prompt_forward_equals_the_whole_rows(model, remat):
+  """Prompts run once per group, completions over the group's keys/values: the same hidden states
+  (and gradients) as the plain forward over whole rows, on real positions."""
+  params = model.params()
+  tokens, mask = _grouped_rows()
+  p, g = 7, 4
+  real = jnp.concatenate([jnp.ones((12, 1)), mask[:, p:].astype(jnp.float32)], 1)[..., None]
+
+  def plain(params):
+    out = models.forward(params, CONFIG, tokens, attention_mask=mask, return_logits=False,
+                         return_hidden=True, remat=remat)
+    return out.hidden[:, p - 1:]
+
+  def shared(params):
+    return models.forward_shared_prompts(params, CONFIG, tokens, mask, prompt_len=p,
+                                         group_size=g, remat=remat)
+
+  assert shared(params).shape == (12, 6, CONFIG.hidden_size)
+  np.testing.assert_allclose(shared(params) * real, plain(params) * real, atol=2e-6)
+
+  def loss(f):
+    return lambda params: jnp.sum(jnp.sin(3.0 * f(params)) * real)
+  got, want = jax.grad(loss(shared))(params), jax.grad(loss(plain))(params)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+    scale = float(jnp.max(jnp.abs(b)))    # summation order differs: compare at the leaf's scale
+    assert float(jnp.max(jnp.abs(a - b))) <= 2e-6 * scale + 1e-7, jax.tree_util.keystr(path)
+  # The check can fail: rows whose prompts differ inside a group give other states.
+  other = tokens.at[1, p - 1].set((tokens[1, p - 1] + 1) % 64)
+  moved = models.forward(params, CONFIG, other, attention_mask=mask, return_logits=False,
+                         return_hidden=True).hidden[:, p - 1:]
+  assert float(jnp.max(jnp.abs((moved - shared(params)) * real))) > 1e-3
+
+
+def test_shared_prompt_forward_bad_arguments(model):
+  params = model.params()
+  tokens, mask = _grouped_rows()
+  with pytest.raises(ValueError, match="group_size=5 must be >= 1 and divide the 12 rows"):
+    models.forward_shared_prompts(params, CONFIG, tokens, mask, prompt_len=7, group_size=5)
+  with pytest.raises(ValueError, match="prompt_len=12 must leave at least one prompt and one "
+                     "completion column of the 12"):
+    models.forward_shared_prompts(params, CONFIG, tokens, mask, prompt_len=12, group_size=4)
+
+
 # ----------------------------------------------------------------------------------- bad inputs
 
 
