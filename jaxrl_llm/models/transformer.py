@@ -623,7 +623,7 @@ def _attention_shared_prefix(q: Float[Array, "B T N H"], k_bkth: Float[Array, "B
                              prefix_valid: Bool[Array, "P S"]) -> Float[Array, "B T N H"]:
   """Attention of T new tokens over a prefix shared by groups of rows, then causally over their own.
 
-  Rows come in B / P consecutive groups of g = B / P; group i's rows all follow prefix i, whose
+  Rows come in P consecutive groups of g = B / P; group i's rows all follow prefix i, whose
   keys/values are stored once ([P, K, S, H]). One softmax runs over the concatenated [prefix |
   own] key slots, so the result is the attention over the whole row. The prefix scores fold the
   g rows of a group into the matmul rows (M = g·G·T per group and kv head), so the prefix's keys
@@ -679,6 +679,10 @@ def forward_shared_prompts(
   prompts. Under `jax.grad` the prompt's gradient is summed over its group before the prompt
   columns' backward runs, once per group.
 
+  The P·Lp prompt tokens and the B·T completion tokens are packed into one sequence for all but
+  the attention, so each layer runs each weight matmul once on P·Lp + B·T rows (and its backward
+  one weight transpose and one weight gradient), in one `lax.scan` over the layers.
+
   Returns:
     [B, L − prompt_len + 1, D] (the parameters' dtype): column 0 is the last prompt column (it
     predicts the first completion token), column 1 + t the completion column prompt_len + t.
@@ -694,42 +698,38 @@ def forward_shared_prompts(
     raise ValueError("forward_shared_prompts takes the stacked parameters, not `unstack_layers`.")
   prompt_tokens, prompt_mask = tokens[::g, :p], attention_mask[::g, :p]
   own_tokens, own_mask = tokens[:, p:], attention_mask[:, p:]
-
-  # The prompts: the cache-free pass on one row per group, keeping every layer's keys/values.
-  positions = default_positions(prompt_mask)
-  cos, sin = rope.rope_cos_sin(positions, config)
-  prompt_valid = prompt_mask.astype(bool)
-
-  def prompt_body(h, lp):
-    def attend(q, k, v):
-      k_bkth, v_bkth = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
-      return _attention(q, k_bkth, v_bkth, prompt_valid), (k_bkth, v_bkth)
-    return _layer(config, h, lp, cos, sin, attend)
-
-  h = jnp.take(params["embed"], prompt_tokens, axis=0)
-  h, (k_prefix, v_prefix) = jax.lax.scan(remat_layer(prompt_body, remat), h, params["layers"])
-  last = jnp.repeat(h[:, -1:], g, axis=0)                                  # [B, 1, D]
-
-  # The completions: every row, over its group's prompt and causally over its own columns.
+  num_prompts, t = b // g, length - p
+  n_p = num_prompts * p                    # packed: the P·Lp prompt tokens, then the B·T own ones
+  n, kv, hd = config.num_heads, config.num_kv_heads, config.head_dim
   past = jnp.repeat(jnp.sum(prompt_mask, axis=-1, dtype=jnp.int32), g, axis=0)[:, None]
-  positions = jnp.maximum(past + jnp.cumsum(own_mask.astype(jnp.int32), axis=-1) - 1, 0)
+  own_positions = jnp.maximum(past + jnp.cumsum(own_mask.astype(jnp.int32), axis=-1) - 1, 0)
+  positions = jnp.concatenate([default_positions(prompt_mask).reshape(1, n_p),
+                               own_positions.reshape(1, b * t)], axis=1)
   cos, sin = rope.rope_cos_sin(positions, config)
-  own_valid = own_mask.astype(bool)
+  prompt_valid, own_valid = prompt_mask.astype(bool), own_mask.astype(bool)
 
-  def own_body(h, xs):
-    lp, k_pre, v_pre = xs
+  def split(x, heads):   # [1, n_p + B·T, heads, H] -> [P, heads, Lp, H] and [B, heads, T, H]
+    return (x[0, :n_p].reshape(num_prompts, p, heads, hd).transpose(0, 2, 1, 3),
+            x[0, n_p:].reshape(b, t, heads, hd).transpose(0, 2, 1, 3))
 
-    def attend(q, k, v):
-      out = _attention_shared_prefix(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3),
-                                     own_valid, k_pre, v_pre, prompt_valid)
-      return out, None
+  def attend(q, k, v):
+    (k_pre, k_own), (v_pre, v_own) = split(k, kv), split(v, kv)
+    out_pre = _attention(q[0, :n_p].reshape(num_prompts, p, n, hd), k_pre, v_pre, prompt_valid)
+    out_own = _attention_shared_prefix(q[0, n_p:].reshape(b, t, n, hd), k_own, v_own, own_valid,
+                                       k_pre, v_pre, prompt_valid)
+    return jnp.concatenate([out_pre.reshape(1, n_p, n, hd), out_own.reshape(1, b * t, n, hd)],
+                           axis=1), None
+
+  def body(h, lp):
     h, _ = _layer(config, h, lp, cos, sin, attend)
     return h, None
 
-  h = jnp.take(params["embed"], own_tokens, axis=0)
-  h, _ = jax.lax.scan(remat_layer(own_body, remat), h, (params["layers"], k_prefix, v_prefix))
-  h = jnp.concatenate([last, h], axis=1)
-  return rms_norm(h, params["final_norm"], config.rms_norm_eps)
+  packed = jnp.concatenate([prompt_tokens.reshape(n_p), own_tokens.reshape(b * t)])[None]
+  h = jnp.take(params["embed"], packed, axis=0)
+  h, _ = jax.lax.scan(remat_layer(body, remat), h, params["layers"])
+  h = rms_norm(h[0], params["final_norm"], config.rms_norm_eps)
+  last = jnp.repeat(h[:n_p].reshape(num_prompts, p, -1)[:, -1:], g, axis=0)      # [B, 1, D]
+  return jnp.concatenate([last, h[n_p:].reshape(b, t, -1)], axis=1)
 
 
 def _forward_with_stats(params, config, tokens, attention_mask, cos, sin,

@@ -57,7 +57,7 @@ def test_forward_outputs_are_those_of_whole_rows(remat):
   plain, shared = outputs(params, False), outputs(params, True)
   assert set(shared) == {"logp", "entropy", "hidden", "sr_logp"}
   for k in plain:
-    np.testing.assert_allclose(shared[k], plain[k], atol=2e-6, err_msg=k)
+    np.testing.assert_allclose(shared[k], plain[k], rtol=2e-6, atol=2e-6, err_msg=k)
 
   def loss(shared):
     def f(params):
