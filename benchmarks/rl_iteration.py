@@ -8,14 +8,16 @@ chain_sum), the same reward function (`reasoning_gym_reward`, scored inline), T 
 lr 1e-6, grad clip 1.0, no KL term (kl_coef = beta = 0: no reference forward on either side),
 GRPO's per-sequence token mean, float32, and 4 micro-batches with each library's default
 activation recomputation: ours is `train.remat="dots"` (the backward keeps the weight matmuls'
-outputs and recomputes norms, attention and activations: no extra matmul FLOPs; 2.1 GiB of step
-temporaries here against 1.9 for "full"), TRL's is gradient checkpointing (recomputes each
-layer). `--remat full` makes ours recompute whole layers too (like for like in FLOPs);
+outputs and recomputes norms, attention and activations: no extra matmul FLOPs; 1.66 GB of step
+temporaries here against 1.32 for "full" and 2.87 for "none"), TRL's is gradient checkpointing
+(recomputes each layer). `--remat full` makes ours recompute whole layers too (like for like in FLOPs);
 `--remat none` turns both off. 32 rows x ~200 positions without remat and micro-batches peak near
 18 GB, more than a shared 23 GB machine leaves. By default every
 completion has exactly `--new` tokens (stopping disabled: our `stop_token_ids=()`, HF's
 `min_new_tokens`), so both do the same work; `--stop_at_eos` lets them stop. Our sampler pads
-prompts to a length bucket (`--buckets`), TRL to the longest prompt of the batch.
+prompts to a length bucket (`--buckets`), TRL to the longest prompt of the batch. Our trainer
+runs each group's common prompt once (`train.share_prompts`; `--whole_rows` turns it off), TRL
+every row's.
 
 jaxrl_llm runs its real RL loop (`training.loop.train_and_evaluate`) and reports its per-iteration
 `time/sample`, `time/score`, `time/train` (the rollout phase and the optimizer step). TRL's
@@ -28,14 +30,16 @@ both sides and shown apart. The machine is shared: the load average is printed w
 
 With `JAXRL_LLM_TUNE_MALLOC=1` the benchmark re-executes itself at start with glibc malloc tuned
 (`parallel.host.tune_malloc`: freed memory stays mapped, huge pages). TRL runs in the same process,
-so its torch tensors get it too: on this VM its iteration went ~54 -> ~40 s with it, ours
-~19.5 -> ~16.5 s (2.8x -> 2.4x). Off by default, as in the launchers.
+so its torch tensors get it too: on this VM its iteration went ~48-50 -> ~38 s with it, ours
+~10.8 -> ~10.0 s (4.4x -> 3.8x; since the trainer runs shared prompts once, its step has 1.66 GB
+of temporaries and little to gain). Off by default, as in the launchers.
 
 The train step's achieved FLOP/s counts the model matmul FLOPs it runs analytically (3x a
 forward, as `benchmarks/forward.py` counts one; the forward that remat recomputes is not counted):
 the P prompts' bucket columns once each (the loop's batches have `shared_prompts`: a group's rows
 run their common prompt once, `models.forward_shared_prompts`) and the P·G rows' T completion
-columns over prompt + T keys, with the LM head on those T positions only;
+columns over prompt + T keys, with the LM head on those T positions only (with `--whole_rows`,
+every row's bucket + T columns);
 XLA's `cost_analysis` counts a scanned loop body once, so it cannot be used here. The ceiling is
 a large jitted matmul measured in the same process, before and after our run (the larger).
 
@@ -109,6 +113,7 @@ def ours_config(args, num_iterations: int):
   c.train.num_minibatches = 1
   c.train.num_micro_batches = args.micro_batches
   c.train.remat = args.remat
+  c.train.share_prompts = not args.whole_rows
   c.train.recompute_old_logp = False
   c.train.max_sampling_rounds = 1
   c.train.ref_refresh_steps = 0
@@ -262,14 +267,17 @@ def print_train_flops(ours: list[dict[str, float]], prompts: list[data.EncodedPr
   rows, table, fractions = args.prompts * args.group, [], []
   for i in range(args.warmup, len(ours)):
     width, _ = prompt_widths(prompts[i * args.prompts:(i + 1) * args.prompts], args.buckets)
-    flops = train_step_flops(config, args.prompts, args.group, width, args.new)
+    shared = not args.whole_rows
+    flops = train_step_flops(config, args.prompts, args.group, width, args.new, shared)
     rate = flops / ours[i]["training"]
     fractions.append(rate / ceiling)
-    table.append([i + 1, f"{args.prompts} x {width} + {rows} x {args.new}", f"{flops / 1e12:.2f}",
+    shape = (f"{args.prompts} x {width} + {rows} x {args.new}" if shared else
+             f"{rows} x ({width} + {args.new})")
+    table.append([i + 1, shape, f"{flops / 1e12:.2f}",
                   f"{ours[i]['training']:.2f}", f"{rate / 1e9:.1f}", f"{rate / ceiling:.0%}"])
   print_table(f"jaxrl_llm train phase (rollout + optimizer step) vs the matmul ceiling, jitted "
               f"2048^3 f32 in this process: {ceiling / 1e9:.1f} GFLOP/s",
-              ["iteration", "prompts x bucket + rows x T", "TFLOP (analytic)", "s", "GFLOP/s",
+              ["iteration", "tokens run (prompt, completion)", "TFLOP (analytic)", "s", "GFLOP/s",
                "of matmul ceiling"], table)
   return float(np.median(fractions))
 
@@ -314,6 +322,9 @@ def main():
   parser.add_argument("--warmup", type=int, default=1, help="excluded first iterations")
   parser.add_argument("--micro_batches", type=int, default=4,
                       help="gradient accumulation steps in the one optimizer step")
+  parser.add_argument("--whole_rows", action="store_true",
+                      help="our train.share_prompts=False: every row runs its whole sequence, as "
+                      "TRL's do (an ablation of running each group's prompt once)")
   parser.add_argument("--remat", choices=("none", "full", "dots"), default="dots",
                       help="our train.remat policy; TRL uses gradient checkpointing unless none")
   parser.add_argument("--stop_at_eos", action="store_true",

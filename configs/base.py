@@ -86,10 +86,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       prompts_per_step=8,        # P; the batch is P x sampling.n rows
       num_updates=1,             # mu: passes over each rollout batch
       num_minibatches=2,         # optimizer steps per pass, each on whole groups
-      # SmolLM2 at 64 rows x ~200 positions: 31 GB of step temporaries without remat and
-      # micro-batches; with 4 micro-batches 8.0 GiB (remat "none"), 3.6 ("dots"), 2.0 ("full")
-      # (compiled memory_analysis); exact either way.
+      # SmolLM2 at 64 rows x ~200 positions, whole rows (share_prompts=False): 31 GB of step
+      # temporaries without remat and micro-batches; with 4 micro-batches 8.0 GiB (remat
+      # "none"), 3.6 ("dots"), 2.0 ("full") (compiled memory_analysis); exact either way.
       num_micro_batches=4,       # gradient accumulation inside one optimizer step
+      # Forward passes run each group's prompt once (models.forward_shared_prompts; the same
+      # result up to float summation order). False: every row runs its whole sequence.
+      share_prompts=True,
       recompute_old_logp=False,  # trainer recomputes the behaviour logp (logs the mismatch)
       max_sampling_rounds=1,     # > 1: DAPO's dynamic sampling (refill with informative groups)
       ref_refresh_steps=0,       # > 0: reference <- policy every that many iterations

@@ -394,6 +394,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       lengths = _host(comps.lengths)
       t2 = time.perf_counter()
       batch = hooks_lib.to_rollout_batch(host, step=state.step)
+      if not t.share_prompts:
+        batch = batch.replace(shared_prompts=False)
       if counting and batch.ctx.group_size is not None:
         # Equal groups take the ragged batches' explicit-group_ids form (same ids, same
         # num_groups), so the rollout phase and the train step compile once for both.

@@ -248,3 +248,30 @@ def test_periodic_eval_and_hf_export(tmp_path):
                            num_epochs=1)
   train_questions = {e.question for e in train}
   assert not train_questions & {r["question"] for r in after.records}
+
+
+def test_share_prompts_off_runs_whole_rows_with_the_same_result(tmp_path, monkeypatch):
+  """train.share_prompts: the loop's batches run each group's prompt once (the shared forward is
+  traced), or, with False, whole rows (it is not); one iteration trains to the same parameters."""
+  from jaxrl_llm import models
+  traced = []
+  shared_forward = models.forward_shared_prompts
+
+  def spy(*args, **kwargs):
+    traced.append(1)
+    return shared_forward(*args, **kwargs)
+  monkeypatch.setattr(models, "forward_shared_prompts", spy)
+  results = {}
+  for share in (True, False):
+    c, workdir, tokenizer = _tiny(tmp_path, f"share_{share}", 1)
+    c.train.share_prompts = share
+    c.eval.every_steps, c.eval.at_start = 0, False
+    traced.clear()
+    history, state = loop.train_and_evaluate(c, workdir, tokenizer=tokenizer,
+                                             reward=byte_mean_reward)
+    results[share] = (history[-1], state.params, bool(traced))
+  (h_on, p_on, traced_on), (h_off, p_off, traced_off) = results[True], results[False]
+  assert traced_on and not traced_off
+  np.testing.assert_allclose(h_on["train/loss"], h_off["train/loss"], rtol=1e-5, atol=1e-7)
+  for x, y in zip(jax.tree.leaves(p_on), jax.tree.leaves(p_off)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
