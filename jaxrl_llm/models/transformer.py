@@ -679,9 +679,9 @@ def forward_shared_prompts(
   prompts. Under `jax.grad` the prompt's gradient is summed over its group before the prompt
   columns' backward runs, once per group.
 
-  The P·Lp prompt tokens and the B·T completion tokens are packed into one sequence for all but
-  the attention, so each layer runs each weight matmul once on P·Lp + B·T rows (and its backward
-  one weight transpose and one weight gradient), in one `lax.scan` over the layers.
+  Each group's prompt and its g completions are packed into one row of Lp + g·T tokens for all
+  but the attention, so each layer runs each weight matmul once on the P·Lp + B·T tokens (and its
+  backward one weight transpose and one weight gradient), in one `lax.scan` over the layers.
 
   Returns:
     [B, L − prompt_len + 1, D] (the parameters' dtype): column 0 is the last prompt column (it
@@ -697,39 +697,38 @@ def forward_shared_prompts(
   if isinstance(params["layers"], (tuple, list)):
     raise ValueError("forward_shared_prompts takes the stacked parameters, not `unstack_layers`.")
   prompt_tokens, prompt_mask = tokens[::g, :p], attention_mask[::g, :p]
-  own_tokens, own_mask = tokens[:, p:], attention_mask[:, p:]
+  own_mask = attention_mask[:, p:]
   num_prompts, t = b // g, length - p
-  n_p = num_prompts * p                    # packed: the P·Lp prompt tokens, then the B·T own ones
   n, kv, hd = config.num_heads, config.num_kv_heads, config.head_dim
+  # Packed per group: row i holds prompt i's Lp columns, then its g completions' T columns each
+  # ([P, Lp + g·T]). Rows stay groups, so a batch sharded over whole groups stays sharded.
   past = jnp.repeat(jnp.sum(prompt_mask, axis=-1, dtype=jnp.int32), g, axis=0)[:, None]
   own_positions = jnp.maximum(past + jnp.cumsum(own_mask.astype(jnp.int32), axis=-1) - 1, 0)
-  positions = jnp.concatenate([default_positions(prompt_mask).reshape(1, n_p),
-                               own_positions.reshape(1, b * t)], axis=1)
+  positions = jnp.concatenate([default_positions(prompt_mask),
+                               own_positions.reshape(num_prompts, g * t)], axis=1)
   cos, sin = rope.rope_cos_sin(positions, config)
   prompt_valid, own_valid = prompt_mask.astype(bool), own_mask.astype(bool)
 
-  def split(x, heads):   # [1, n_p + B·T, heads, H] -> [P, heads, Lp, H] and [B, heads, T, H]
-    return (x[0, :n_p].reshape(num_prompts, p, heads, hd).transpose(0, 2, 1, 3),
-            x[0, n_p:].reshape(b, t, heads, hd).transpose(0, 2, 1, 3))
-
   def attend(q, k, v):
+    def split(x, heads):   # [P, Lp + g·T, heads, H] -> [P, heads, Lp, H] and [B, heads, T, H]
+      return (x[:, :p].transpose(0, 2, 1, 3),
+              x[:, p:].reshape(b, t, heads, hd).transpose(0, 2, 1, 3))
     (k_pre, k_own), (v_pre, v_own) = split(k, kv), split(v, kv)
-    out_pre = _attention(q[0, :n_p].reshape(num_prompts, p, n, hd), k_pre, v_pre, prompt_valid)
-    out_own = _attention_shared_prefix(q[0, n_p:].reshape(b, t, n, hd), k_own, v_own, own_valid,
+    out_pre = _attention(q[:, :p], k_pre, v_pre, prompt_valid)
+    out_own = _attention_shared_prefix(q[:, p:].reshape(b, t, n, hd), k_own, v_own, own_valid,
                                        k_pre, v_pre, prompt_valid)
-    return jnp.concatenate([out_pre.reshape(1, n_p, n, hd), out_own.reshape(1, b * t, n, hd)],
-                           axis=1), None
+    return jnp.concatenate([out_pre, out_own.reshape(num_prompts, g * t, n, hd)], axis=1), None
 
   def body(h, lp):
     h, _ = _layer(config, h, lp, cos, sin, attend)
     return h, None
 
-  packed = jnp.concatenate([prompt_tokens.reshape(n_p), own_tokens.reshape(b * t)])[None]
+  packed = jnp.concatenate([prompt_tokens, tokens[:, p:].reshape(num_prompts, g * t)], axis=1)
   h = jnp.take(params["embed"], packed, axis=0)
   h, _ = jax.lax.scan(remat_layer(body, remat), h, params["layers"])
-  h = rms_norm(h[0], params["final_norm"], config.rms_norm_eps)
-  last = jnp.repeat(h[:n_p].reshape(num_prompts, p, -1)[:, -1:], g, axis=0)      # [B, 1, D]
-  return jnp.concatenate([last, h[n_p:].reshape(b, t, -1)], axis=1)
+  h = rms_norm(h, params["final_norm"], config.rms_norm_eps)
+  last = jnp.repeat(h[:, p - 1:p], g, axis=0)                                   # [B, 1, D]
+  return jnp.concatenate([last, h[:, p:].reshape(b, t, -1)], axis=1)
 
 
 def _forward_with_stats(params, config, tokens, attention_mask, cos, sin,

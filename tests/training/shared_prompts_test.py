@@ -106,3 +106,30 @@ def test_ragged_minibatches_and_strided_micro_batches_turn_sharing_off():
   assert rebuild(xs).ctx.group_size is None
   whole = training.group_minibatches(batch, 2, jax.random.key(0))
   assert all(part.shared_prompts and part.ctx.group_size == 4 for part in whole)
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (simulated) devices")
+def test_rows_sharded_over_whole_groups_stay_sharded_without_communication():
+  """8 groups of 2 rows over data=8 (one group per device), parameters replicated: the shared
+  forward compiles to no collective at all and returns logp sharded like the rows, i.e. each
+  device runs its own groups' prompts and completions (packing keeps rows = groups)."""
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:8]), ("data",))
+  batch = random_batch(0, 8, 2)
+  assert batch.shared_prompts
+  rows = NamedSharding(mesh, P("data"))
+  tokens = jax.device_put(batch.tokens, rows)
+  mask = jax.device_put(batch.attention_mask, rows)
+  params = jax.device_put(tiny_params(0), NamedSharding(mesh, P()))
+
+  @jax.jit
+  def logp(params, tokens, mask):
+    return fwd.forward_outputs(params, TINY, batch.replace(tokens=tokens, attention_mask=mask),
+                               ())["logp"]
+  text = logp.lower(params, tokens, mask).compile().as_text()
+  for op in ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter"):
+    assert f" {op}(" not in text and f" {op}-start(" not in text, op
+  out = logp(params, tokens, mask)
+  assert out.sharding.spec == P("data")
+  np.testing.assert_allclose(out, fwd.forward_outputs(tiny_params(0), TINY, batch, ())["logp"],
+                             rtol=2e-6, atol=2e-6)
