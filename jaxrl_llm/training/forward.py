@@ -220,8 +220,9 @@ def forward_outputs(
   if requires & set(ATTENTION_REQUIRES):
     request = attention_request(params, model_config, batch, options)
   g = batch.group_size
-  if request is None and batch.shared_prompts and g and g > 1 and g * batch.ctx.num_groups == \
-      batch.batch_size:
+  shared = (request is None and batch.shared_prompts and g is not None and g > 1
+            and g * batch.ctx.num_groups == batch.batch_size)
+  if shared:
     tail = models.forward_shared_prompts(params, model_config, batch.tokens, batch.attention_mask,
                                          prompt_len=p, group_size=g, remat=remat)
   else:
