@@ -44,7 +44,7 @@ from jaxrl_llm.objectives.seed import (
 from jaxrl_llm.objectives.seed_groups import (
     COPO_GATES, D3S_SCOPES, answer_entropy, copo_advantage, copo_clip, d3s_downsample,
     stratified_advantage, variance_max_subset)
-from jaxrl_llm.objectives.shaping import overlong_penalty, overlong_reward
+from jaxrl_llm.objectives.shaping import overlong_penalty, overlong_reward, rescale_rewards
 from jaxrl_llm.objectives.weights import (
     drop_truncated, drop_uniform_groups, tis_weights, top_entropy)
 
@@ -52,8 +52,9 @@ from jaxrl_llm.objectives.weights import (
 TRANSFORMS = (
     # baselines (spec part A)
     "group_advantage", "rloo_advantage", "reinforce_pp_advantage", "overlong_penalty",
-    "drop_uniform_groups", "drop_truncated", "tis_weights", "top_entropy", "ppo_clip",
-    "gspo_clip", "reinforce", "kl_penalty", "kl_in_reward", "entropy_bonus", "aggregate",
+    "rescale_rewards", "drop_uniform_groups", "drop_truncated", "tis_weights", "top_entropy",
+    "ppo_clip", "gspo_clip", "reinforce", "kl_penalty", "kl_in_reward", "entropy_bonus",
+    "aggregate",
     # seed papers I (spec/seed_methods.md, B1)
     "llds", "nsr_clip", "owpo_weights", "reference_refresh", "low_prob_weights",
     "divergence_weights", "unlikeliness_reward", "future_kl_weights", "thr_weights",

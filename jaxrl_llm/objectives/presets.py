@@ -22,7 +22,7 @@ from jaxrl_llm.objectives.base import Objective
 from jaxrl_llm.objectives.combine import chain
 from jaxrl_llm.objectives.ratios import gspo_clip, ppo_clip, reinforce
 from jaxrl_llm.objectives.regularizers import kl_in_reward, kl_penalty
-from jaxrl_llm.objectives.shaping import overlong_penalty
+from jaxrl_llm.objectives.shaping import overlong_penalty, rescale_rewards
 from jaxrl_llm.objectives.weights import drop_truncated, drop_uniform_groups
 
 PRESETS: dict[str, Callable[..., Objective]] = {}
@@ -144,6 +144,7 @@ def dr_grpo(eps_low: float = 0.2, eps_high: float = 0.2, kl_coef: float = 0.0,
 @register
 def dapo(eps_low: float = 0.2, eps_high: float = 0.28, dual_clip: float | None = None,
          max_len: int = 20480, cache_len: int = 4096, overlong_coef: float = 1.0,
+         incorrect_reward: float = -1.0, correct_reward: float = 1.0,
          filter_groups: bool = True, filter_key: str | None = None,
          mask_truncated: bool = False, kl_coef: float = 0.0, kl_estimator: str = "k3",
          adv_eps: float = 1e-6, aggregation: str = "token_mean") -> Objective:
@@ -151,15 +152,22 @@ def dapo(eps_low: float = 0.2, eps_high: float = 0.28, dual_clip: float | None =
 
     filter:    m_{b,t} ← 0 for groups whose rewards are all equal (dynamic sampling, in-batch half;
                on the raw rewards, or `extras[filter_key]` e.g. accuracy; refilling is the loop's)
-    reward:    r_b ← r_b + coef·R_len(|o_b|), R_len = 0 / ((L_max−L_cache) − L)/L_cache / −1
+    reward:    r_b ← R⁻ + (R⁺ − R⁻)·r_b  (verifier {0, 1} → the paper's ±1)
+               r_b ← r_b + coef·R_len(|o_b|), R_len = 0 / ((L_max−L_cache) − L)/L_cache / −1
     advantage: A_b = (r_b − μ_{g(b)}) / (σ_{g(b)} + ε)
     loss:      ℓ = −min(ρA, clip(ρ, 1−ε_low, 1+ε_high)A);  L = Σ m ℓ / Σ m   (token_mean), β = 0
   Defaults (paper and verl recipe): ε_low = 0.2, ε_high = 0.28, L_max = 20480, L_cache = 4096,
   overlong coef 1, no KL, no overlong filtering (`mask_truncated`, reads `extras["truncated"]`),
   no dual clip (the verl recipe sets c = 10; pass `dual_clip=10.0`).
+  Reward scale: the paper scores answers ±1 (§2.4) and adds R_len ∈ [−1, 0] (Eq. 13), as the
+  official launcher does (penalty factor 1, added to the ±1 score). The library's verifiers score
+  {0, 1}, so the rollout first maps them onto [R⁻, R⁺] = [`incorrect_reward`, `correct_reward`] =
+  [−1, 1]; on {0, 1} the penalty would weigh twice as much and push a correct answer at the length
+  limit below the group mean. `incorrect_reward=0` restores the {0, 1} scale. The DAPO-family
+  presets (`fipo`, `dapo_lowprob`, `dapo_divergence`, `dapo_nsr`, `owpo`) share this rollout.
   """
   rollout = _dapo_rollout(filter_groups, filter_key, mask_truncated, max_len, cache_len,
-                          overlong_coef, adv_eps)
+                          overlong_coef, adv_eps, incorrect_reward, correct_reward)
   return Objective(
       rollout=chain(*rollout),
       loss=chain(ppo_clip(eps_low, eps_high, dual_clip), *_kl(kl_coef, kl_estimator),
@@ -167,12 +175,16 @@ def dapo(eps_low: float = 0.2, eps_high: float = 0.28, dual_clip: float | None =
 
 
 def _dapo_rollout(filter_groups, filter_key, mask_truncated, max_len, cache_len, overlong_coef,
-                  adv_eps, shaping=()):
+                  adv_eps, incorrect_reward, correct_reward, shaping=()):
+  """DAPO's rollout chain: group filter, overlong filter, ±1 rewards, overlong shaping, GRPO's
+  advantage. The filters see the verifier's scores (uniformity is unchanged by the affine map)."""
   rollout = []
   if filter_groups:
     rollout.append(drop_uniform_groups(filter_key))
   if mask_truncated:
     rollout.append(drop_truncated())
+  if (incorrect_reward, correct_reward) != (0.0, 1.0):
+    rollout.append(rescale_rewards(incorrect_reward, correct_reward))
   if overlong_coef:
     rollout.append(overlong_penalty(max_len, cache_len, overlong_coef))
   rollout.extend(shaping)
@@ -342,6 +354,7 @@ def gspo_llds(coef: float = 0.2, gate: str = "action", norm: str = "per_response
 def dapo_nsr(eps_low: float = 0.2, eps_high: float = 0.28, u_min: float | None = None,
              dual_clip: float | None = None, stochastic: bool = True,
              max_len: int = 20480, cache_len: int = 4096, overlong_coef: float = 1.0,
+             incorrect_reward: float = -1.0, correct_reward: float = 1.0,
              filter_groups: bool = True, adv_eps: float = 1e-6) -> Objective:
   """DAPO with Near-boundary Stochastic Rescue (arXiv 2605.22703), token level.
 
@@ -352,7 +365,7 @@ def dapo_nsr(eps_low: float = 0.2, eps_high: float = 0.28, u_min: float | None =
   """
   return Objective(
       rollout=chain(*_dapo_rollout(filter_groups, None, False, max_len, cache_len, overlong_coef,
-                                   adv_eps)),
+                                   adv_eps, incorrect_reward, correct_reward)),
       loss=chain(seed.nsr_clip(eps_low, eps_high, u_min, dual_clip, "token", stochastic),
                  aggregate("token_mean"))).check()
 
@@ -376,6 +389,7 @@ def gspo_nsr(eps_low: float = 3e-4, eps_high: float = 4e-4, u_min: float | None 
 def owpo(eps_acc: float = 0.5, eps_lock: float = 0.2, refresh_every: int = 50,
          deviation_source: str = "current", eps_low: float = 0.2, eps_high: float = 0.28,
          max_len: int = 20480, cache_len: int = 4096, overlong_coef: float = 1.0,
+         incorrect_reward: float = -1.0, correct_reward: float = 1.0,
          filter_groups: bool = True, adv_eps: float = 1e-6) -> Objective:
   """OWPO, One-Way Policy Optimization (arXiv 2605.22156), on DAPO.
 
@@ -387,7 +401,7 @@ def owpo(eps_acc: float = 0.5, eps_lock: float = 0.2, refresh_every: int = 50,
   """
   return Objective(
       rollout=chain(*_dapo_rollout(filter_groups, None, False, max_len, cache_len, overlong_coef,
-                                   adv_eps)),
+                                   adv_eps, incorrect_reward, correct_reward)),
       loss=chain(seed.owpo_weights(eps_acc, eps_lock, deviation_source),
                  ppo_clip(eps_low, eps_high), seed.reference_refresh(refresh_every),
                  aggregate("token_mean"))).check()
@@ -396,6 +410,7 @@ def owpo(eps_acc: float = 0.5, eps_lock: float = 0.2, refresh_every: int = 50,
 @register
 def dapo_lowprob(alpha: float = 0.2, eps_low: float = 0.2, eps_high: float = 0.28,
                  max_len: int = 20480, cache_len: int = 4096, overlong_coef: float = 1.0,
+                 incorrect_reward: float = -1.0, correct_reward: float = 1.0,
                  filter_groups: bool = True, adv_eps: float = 1e-6) -> Objective:
   """DAPO with Δlog p low-probability reweighting ("Direction of RLVR updates", arXiv 2603.22117).
 
@@ -406,7 +421,7 @@ def dapo_lowprob(alpha: float = 0.2, eps_low: float = 0.2, eps_high: float = 0.2
   """
   return Objective(
       rollout=chain(*_dapo_rollout(filter_groups, None, False, max_len, cache_len, overlong_coef,
-                                   adv_eps)),
+                                   adv_eps, incorrect_reward, correct_reward)),
       loss=chain(seed.low_prob_weights(alpha), ppo_clip(eps_low, eps_high),
                  aggregate("token_mean"))).check()
 
@@ -414,7 +429,8 @@ def dapo_lowprob(alpha: float = 0.2, eps_low: float = 0.2, eps_high: float = 0.2
 @register
 def dapo_divergence(alpha: float = 200.0, scale: float = 0.3, eps_low: float = 0.2,
                     eps_high: float = 0.28, max_len: int = 20480, cache_len: int = 4096,
-                    overlong_coef: float = 1.0, filter_groups: bool = True,
+                    overlong_coef: float = 1.0, incorrect_reward: float = -1.0,
+                    correct_reward: float = 1.0, filter_groups: bool = True,
                     adv_eps: float = 1e-6) -> Objective:
   """DAPO with divergence-weighted advantages ("Sparse but Critical", arXiv 2603.22446).
 
@@ -424,7 +440,7 @@ def dapo_divergence(alpha: float = 200.0, scale: float = 0.3, eps_low: float = 0
   """
   return Objective(
       rollout=chain(*_dapo_rollout(filter_groups, None, False, max_len, cache_len, overlong_coef,
-                                   adv_eps)),
+                                   adv_eps, incorrect_reward, correct_reward)),
       loss=chain(seed.divergence_weights(alpha, scale), ppo_clip(eps_low, eps_high),
                  aggregate("token_mean"))).check()
 
@@ -455,7 +471,8 @@ def unlikeliness(beta: float = 0.25, variant: str = "code", filter_groups: bool 
 def fipo(half_life: float = 32.0, weight_eps_low: float = 0.2, weight_eps_high: float = 0.2,
          clip_high_only: bool = False, dual_clip: float = 10.0, safety_threshold: float = 4.0,
          eps_low: float = 0.2, eps_high: float = 0.28, max_len: int = 20480,
-         cache_len: int = 4096, overlong_coef: float = 1.0, filter_groups: bool = True,
+         cache_len: int = 4096, overlong_coef: float = 1.0, incorrect_reward: float = -1.0,
+         correct_reward: float = 1.0, filter_groups: bool = True,
          adv_eps: float = 1e-6) -> Objective:
   """FIPO, Future-KL Influenced Policy Optimization (arXiv 2603.19835), on DAPO.
 
@@ -466,7 +483,7 @@ def fipo(half_life: float = 32.0, weight_eps_low: float = 0.2, weight_eps_high: 
   """
   return Objective(
       rollout=chain(*_dapo_rollout(filter_groups, None, False, max_len, cache_len, overlong_coef,
-                                   adv_eps)),
+                                   adv_eps, incorrect_reward, correct_reward)),
       loss=chain(seed.future_kl_weights(half_life, weight_eps_low, weight_eps_high,
                                         clip_high_only, dual_clip, safety_threshold),
                  ppo_clip(eps_low, eps_high, dual_clip), aggregate("token_mean"))).check()

@@ -45,3 +45,23 @@ def overlong_penalty(max_len: int = 20480, cache_len: int = 4096, coef: float = 
     })
 
   return stateless(apply, phase="rollout")
+
+
+def rescale_rewards(low: float = -1.0, high: float = 1.0) -> LossTransform:
+  """Maps verifier scores in [0, 1] affinely onto [low, high]: `r_b ← low + (high − low)·r_b`.
+
+  The library's verifiers score {0, 1}; recipes whose paper scores answers ±1 (DAPO, arXiv
+  2503.14476 §2.4: R(ŷ, y) = 1 if correct else −1, which the DAPO, FIPO and Δlog p launchers
+  keep) put this first in the rollout chain, so that shaping added afterwards (DAPO's overlong
+  penalty in [−1, 0]) weighs against the same unit as the paper's. Group-normalised advantages
+  without shaping are unchanged by the map (it is affine); with shaping they are not. `low = 0,
+  high = 1` is the identity. Reads and writes `rewards`. Rollout.
+  """
+  if not high > low:
+    raise ValueError(f"rescale_rewards needs high > low, got low={low}, high={high}")
+
+  def apply(ctx: LossContext) -> LossContext:
+    ctx.check_rollout_phase(by="rescale_rewards")
+    return ctx.replace(rewards=low + (high - low) * ctx.rewards)
+
+  return stateless(apply, phase="rollout")

@@ -53,6 +53,8 @@ _CASES = [
          loss_after=_PG),
     Case("overlong_penalty", lambda m: ob.overlong_penalty(6, 3), "rollout", "other",
          rollout_after=(_adv,), loss_after=_PG),
+    Case("rescale_rewards", lambda m: ob.rescale_rewards(-1.0, 1.0), "rollout", "other",
+         rollout_after=(lambda: ob.overlong_penalty(6, 3), _adv), loss_after=_PG),
     Case("kl_in_reward", lambda m: ob.kl_in_reward(0.1), "rollout", "other",
          rollout_after=(_adv,), loss_after=_PG, missing=("ref_logp",)),
     Case("drop_uniform_groups", lambda m: ob.drop_uniform_groups(), "rollout", "filter",

@@ -207,14 +207,14 @@ def test_top_entropy(seed, frac):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_dapo_pipeline(seed):
-  """Filter + overlong shaping + group advantage + clip-higher + token-mean, end to end."""
+  """Filter + ±1 rewards + overlong shaping + group advantage + clip-higher + token-mean."""
   batch = random_batch(seed)
   objective = ob.presets.dapo(max_len=6, cache_len=3)
   ctx = ctx_of(batch)
   value, grad = jax.value_and_grad(lambda lp: objective(ctx.replace(logp=lp))[0])(ctx.logp)
   keep = ref.uniform_group_keep(batch.rewards, batch.group_size)
   mask = batch.mask * keep[:, None]
-  rewards = batch.rewards + ref.overlong(batch.mask.sum(1), 6, 3)
+  rewards = (2.0 * batch.rewards - 1.0) + ref.overlong(batch.mask.sum(1), 6, 3)   # ±1 scale
   adv = ref.group_advantage(rewards, batch.group_size)[:, None] * mask
   loss_t, grad_t = ref.ppo_clip(batch.logp, batch.old_logp, adv, mask, 0.2, 0.28)
   w_agg = ref.aggregate_weights(mask, "token_mean")
